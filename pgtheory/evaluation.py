@@ -1,0 +1,411 @@
+"""Exact policy evaluation and state-visitation measures by linear solves.
+
+Equations (Puterman 1994, Sec. 6.1; Sutton & Barto 2018, Eqs. 3.14 and 9.2-9.3):
+
+* ``V_pi = (I - gamma P_pi)^{-1} r_pi``                  (Bellman expectation equation)
+* ``Q_pi[s, a] = R[s, a] + gamma sum_s' P[s, a, s'] V_pi[s']``
+* ``A_pi = Q_pi - V_pi[:, None]``,  ``J(pi) = mu . V_pi``
+* ``rho_pi = (I - gamma P_pi^T)^{-1} mu``, i.e. ``rho_pi(s) = sum_t gamma^t P(s_t = s)``
+  (unnormalized; sums to ``1 / (1 - gamma)``; the ``rho_pi`` of Schulman et al. 2015, TRPO,
+  arXiv:1502.05477, Sec. 2), and ``d_pi = (1 - gamma) rho_pi`` (normalized; sums to 1;
+  Agarwal et al. 2021, arXiv:1908.00261, Sec. 2).
+
+Nothing here iterates a Bellman operator to convergence: dense models use an LU solve,
+sparse models a Krylov solve whose residual is checked (``solver="iterative"``, default)
+or SuperLU (``solver="direct"``; fast for local transition graphs, but random graphs fill in).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
+import scipy.sparse.linalg as spla
+
+from pgtheory._validation import (
+    DEFAULT_ATOL,
+    check_positive_int,
+    ensure_finite_result,
+)
+from pgtheory.errors import InvalidArgumentError, SolverError
+from pgtheory.mdp import TabularMDP
+
+__all__ = [
+    "PolicyIterationResult",
+    "action_values",
+    "advantages",
+    "discounted_visitation",
+    "expected_return",
+    "on_policy_distribution",
+    "policy_iteration",
+    "state_values",
+]
+
+_SOLVERS = ("auto", "direct", "iterative")
+SPARSE_RTOL = 1e-12
+
+
+def _check_solver(solver: str) -> str:
+    if solver not in _SOLVERS:
+        raise InvalidArgumentError(f"solver: expected one of {_SOLVERS}, received {solver!r}")
+    return solver
+
+
+def solve_bellman(mdp: TabularMDP, P_pi, b: np.ndarray, *, discount: float,
+                  transpose: bool = False, solver: str = "auto") -> np.ndarray:
+    """Solve ``(I - discount * P_pi) x = b`` (or its transpose) exactly.
+
+    Raises :class:`SolverError` when the system is singular or a Krylov solve does not reach
+    a relative residual of ``SPARSE_RTOL``.
+    """
+    _check_solver(solver)
+    S = P_pi.shape[0]
+    if sp.issparse(P_pi):
+        M = sp.eye_array(S, format="csr") - discount * (P_pi.T if transpose else P_pi)
+        M = M.tocsr()
+        if solver == "direct":
+            x = spla.spsolve(M.tocsc(), b)
+        else:
+            x, info = spla.bicgstab(M, b, rtol=SPARSE_RTOL, atol=0.0, maxiter=10 * S)
+            if info != 0:
+                x, info = spla.gmres(M, b, rtol=SPARSE_RTOL, atol=0.0, restart=100,
+                                     maxiter=10 * S)
+        bnorm = max(np.linalg.norm(b), np.finfo(float).tiny)
+        res = np.linalg.norm(M @ x - b) / bnorm
+        if not np.isfinite(res) or res > 1e3 * SPARSE_RTOL:
+            raise SolverError(f"sparse linear solve of (I - {discount:g} P_pi) x = b: expected a "
+                              f"relative residual <= {1e3 * SPARSE_RTOL:g}, received {res:g}")
+        return np.asarray(x, dtype=np.float64)
+    M = np.eye(S) - discount * (P_pi.T if transpose else P_pi)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sla.LinAlgWarning)
+            x = sla.solve(M, b, check_finite=False)
+    except (sla.LinAlgError, sla.LinAlgWarning) as exc:
+        raise SolverError(f"(I - {discount:g} P_pi) is singular or ill-conditioned to working "
+                          f"precision: {exc}") from None
+    return ensure_finite_result(x, "linear solve")
+
+
+def state_values(mdp: TabularMDP, pi, *, solver: str = "auto",
+                 atol: float = DEFAULT_ATOL) -> np.ndarray:
+    """Exact state values ``V_pi = (I - gamma P_pi)^{-1} r_pi``.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi : array_like, shape (S, A)
+        Row-stochastic policy.
+    solver : {"auto", "direct", "iterative"}
+        Sparse models only: "auto"/"iterative" use BiCGSTAB (GMRES as fallback) with a checked
+        relative residual of 1e-12; "direct" uses SuperLU. Dense models always use LU.
+    atol : float
+        Tolerance for the row sums of ``pi``.
+
+    Returns
+    -------
+    ndarray, shape (S,)
+        ``V_pi[s]``, expected discounted return from ``s`` (reward units). Zero at terminal
+        states.
+
+    Raises
+    ------
+    InvalidPolicyError
+        ``pi`` of the wrong shape, non-finite, negative, or not row-stochastic.
+    SolverError
+        The linear system could not be solved to the stated accuracy.
+
+    References
+    ----------
+    Sutton & Barto (2018), Reinforcement Learning: An Introduction, 2nd ed., Sec. 4.1;
+    Puterman (1994), Markov Decision Processes, Theorem 6.1.1.
+    """
+    p = mdp.check_policy(pi, atol=atol)
+    return solve_bellman(mdp, mdp.transition_matrix(p), mdp.policy_reward(p),
+                         discount=mdp.gamma, solver=solver)
+
+
+def action_values(mdp: TabularMDP, pi, *, solver: str = "auto",
+                  atol: float = DEFAULT_ATOL) -> np.ndarray:
+    """Exact action values ``Q_pi[s, a] = R[s, a] + gamma sum_s' P[s, a, s'] V_pi[s']``.
+
+    Returns
+    -------
+    ndarray, shape (S, A)
+        Reward units.
+
+    Raises
+    ------
+    InvalidPolicyError, SolverError
+        As :func:`state_values`.
+
+    References
+    ----------
+    Sutton & Barto (2018), Sec. 3.5 (q_pi in terms of v_pi).
+    """
+    v = state_values(mdp, pi, solver=solver, atol=atol)
+    return mdp.R + mdp.gamma * mdp.next_state_expectation(v)
+
+
+def advantages(mdp: TabularMDP, pi, *, solver: str = "auto",
+               atol: float = DEFAULT_ATOL) -> np.ndarray:
+    """Exact advantages ``A_pi[s, a] = Q_pi[s, a] - V_pi[s]``.
+
+    Satisfies ``sum_a pi[s, a] A_pi[s, a] = 0`` for every state.
+
+    Returns
+    -------
+    ndarray, shape (S, A)
+        Reward units.
+
+    Raises
+    ------
+    InvalidPolicyError, SolverError
+        As :func:`state_values`.
+
+    References
+    ----------
+    Kakade & Langford (2002), "Approximately optimal approximate reinforcement learning",
+    ICML, Sec. 2; Schulman et al. (2015), arXiv:1502.05477v5, Sec. 2.
+    """
+    p = mdp.check_policy(pi, atol=atol)
+    v = solve_bellman(mdp, mdp.transition_matrix(p), mdp.policy_reward(p),
+                      discount=mdp.gamma, solver=solver)
+    return mdp.R + mdp.gamma * mdp.next_state_expectation(v) - v[:, None]
+
+
+def expected_return(mdp: TabularMDP, pi, *, solver: str = "auto",
+                    atol: float = DEFAULT_ATOL) -> float:
+    """Exact objective ``J(pi) = E_{s0 ~ mu}[V_pi(s0)] = mu . V_pi`` (reward units).
+
+    Raises
+    ------
+    InvalidPolicyError, SolverError
+        As :func:`state_values`.
+
+    References
+    ----------
+    Sutton et al. (2000), "Policy gradient methods for RL with function approximation",
+    NeurIPS, start-state formulation.
+    """
+    return float(mdp.mu @ state_values(mdp, pi, solver=solver, atol=atol))
+
+
+def discounted_visitation(mdp: TabularMDP, pi, *, normalized: bool = True,
+                          solver: str = "auto", atol: float = DEFAULT_ATOL) -> np.ndarray:
+    """Discounted state visitation of ``pi`` from ``mu``.
+
+    ``rho_pi(s) = sum_t gamma^t P(s_t = s | s_0 ~ mu, pi)``, computed as
+    ``rho_pi = (I - gamma P_pi^T)^{-1} mu``; ``d_pi = (1 - gamma) rho_pi``.
+
+    Parameters
+    ----------
+    normalized : bool
+        True (default): return ``d_pi``, which sums to 1 (Agarwal et al. 2021).
+        False: return ``rho_pi``, which sums to ``1 / (1 - gamma)`` (TRPO's ``rho``).
+
+    Returns
+    -------
+    ndarray, shape (S,)
+        Dimensionless (normalized) or expected discounted visit counts (unnormalized).
+        Terminal states carry the discounted time spent absorbed in them.
+
+    Raises
+    ------
+    InvalidPolicyError, SolverError
+        As :func:`state_values`.
+
+    References
+    ----------
+    Schulman et al. (2015), TRPO, arXiv:1502.05477v5, Sec. 2 (``rho_pi``, unnormalized);
+    Agarwal et al. (2021), JMLR 22(98), arXiv:1908.00261v5, Sec. 2 (``d_pi``, normalized).
+
+    Notes
+    -----
+    Practical PPO/A2C minibatches sample states from :func:`on_policy_distribution`, not from
+    ``d_pi`` (Nota & Thomas 2020, arXiv:1906.07073).
+    """
+    p = mdp.check_policy(pi, atol=atol)
+    rho = solve_bellman(mdp, mdp.transition_matrix(p), mdp.mu, discount=mdp.gamma,
+                        transpose=True, solver=solver)
+    rho = np.maximum(rho, 0.0)  # remove round-off negatives; rho >= 0 exactly
+    return (1.0 - mdp.gamma) * rho if normalized else rho
+
+
+def _continuation_matrix(mdp: TabularMDP, p: np.ndarray):
+    """``P_pi`` with transitions into (and out of) terminal states removed."""
+    P_pi = mdp.transition_matrix(p)
+    live = (~mdp.terminal).astype(np.float64)
+    if sp.issparse(P_pi):
+        D = sp.diags_array(live)
+        return (D @ P_pi @ D).tocsr()
+    return P_pi * live[:, None] * live[None, :]
+
+
+def on_policy_distribution(mdp: TabularMDP, pi, *, time_limit: int | None = None,
+                           solver: str = "auto", atol: float = DEFAULT_ATOL) -> np.ndarray:
+    """State distribution seen by on-policy rollouts: undiscounted, with episodic resets.
+
+    Episodes start from ``mu``, follow ``pi``, end when entering a terminal state
+    (*terminated*) or after ``time_limit`` steps (*truncated*), and restart from ``mu``.
+    By the renewal-reward theorem the long-run fraction of environment steps spent in ``s``
+    is ``eta(s) / sum(eta)`` where ``eta(s)`` is the expected number of visits to ``s`` per
+    episode (Sutton & Barto 2018, Eqs. 9.2-9.3):
+
+    * no time limit: ``eta = (I - Phat_pi^T)^{-1} mu`` on the states reachable from ``mu``;
+    * time limit T: ``eta = sum_{t=0}^{T-1} (Phat_pi^T)^t mu`` (a finite sum),
+
+    where ``Phat_pi`` is ``P_pi`` with transitions into terminal states removed. Terminal
+    states get probability 0 (no action is taken there).
+
+    Parameters
+    ----------
+    time_limit : int, optional
+        Maximum episode length in environment steps (gymnasium's ``TimeLimit``).
+
+    Returns
+    -------
+    ndarray, shape (S,)
+        Sums to 1.
+
+    Raises
+    ------
+    InvalidPolicyError
+        As :func:`state_values`.
+    SolverError
+        ``time_limit`` is None and, from some state reachable from ``mu``, episodes do not
+        terminate with probability 1 (then the distribution depends on where infinitely long
+        episodes drift, and sampled rollouts need a time limit anyway).
+    InvalidArgumentError
+        ``time_limit`` not a positive integer.
+
+    References
+    ----------
+    Sutton & Barto (2018), Sec. 9.2, Eqs. (9.2)-(9.3); Nota & Thomas (2020), "Is the policy
+    gradient a gradient?", AAMAS, arXiv:1906.07073.
+    """
+    p = mdp.check_policy(pi, atol=atol)
+    Phat = _continuation_matrix(mdp, p)
+    if time_limit is not None:
+        T = check_positive_int(time_limit, "time_limit")
+        PT = Phat.T
+        x = mdp.mu.copy()
+        eta = np.zeros_like(x)
+        for _ in range(T):
+            eta += x
+            x = PT @ x
+        return eta / eta.sum()
+    # reachability: states reachable from mu in the continuation graph
+    graph = sp.csr_array(Phat) if not sp.issparse(Phat) else Phat
+    graph = (graph > 0).astype(np.int8)
+    starts = np.flatnonzero(mdp.mu > 0)
+    dist = csgraph.shortest_path(graph, directed=True, unweighted=True, indices=starts)
+    reachable = np.isfinite(np.atleast_2d(dist)).any(axis=0)
+    # states from which a terminal state can be reached (reverse graph of P_pi)
+    P_pi = mdp.transition_matrix(p)
+    full = sp.csr_array(P_pi) if not sp.issparse(P_pi) else P_pi
+    rev = ((full > 0).astype(np.int8)).T.tocsr()
+    term = np.flatnonzero(mdp.terminal)
+    if term.size:
+        d2 = csgraph.shortest_path(rev, directed=True, unweighted=True, indices=term)
+        can_end = np.isfinite(np.atleast_2d(d2)).any(axis=0)
+    else:
+        can_end = np.zeros(mdp.n_states, dtype=bool)
+    stuck = reachable & ~can_end
+    if np.any(stuck):
+        s = int(np.flatnonzero(stuck)[0])
+        raise SolverError(
+            f"on_policy_distribution: expected episodes that terminate with probability 1, "
+            f"but state {s} is reachable from mu and cannot reach a terminal state under pi; "
+            f"pass time_limit=T to model time-limit truncation")
+    idx = np.flatnonzero(reachable)
+    sub = Phat[idx][:, idx] if sp.issparse(Phat) else Phat[np.ix_(idx, idx)]
+    eta_sub = solve_bellman(mdp, sub, mdp.mu[idx], discount=1.0, transpose=True, solver=solver)
+    eta = np.zeros(mdp.n_states)
+    eta[idx] = np.maximum(eta_sub, 0.0)
+    return eta / eta.sum()
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyIterationResult:
+    """Result of :func:`policy_iteration`.
+
+    Attributes
+    ----------
+    policy : ndarray, shape (S, A)
+        Deterministic optimal policy (one-hot rows).
+    state_values : ndarray, shape (S,)
+        ``V*``.
+    action_values : ndarray, shape (S, A)
+        ``Q*``.
+    converged : bool
+        True when the greedy policy was stable (no strict improvement above ``tol``).
+    n_iter : int
+        Number of evaluation/improvement rounds (policy updates).
+    message : str
+    """
+
+    policy: np.ndarray
+    state_values: np.ndarray
+    action_values: np.ndarray
+    converged: bool
+    n_iter: int
+    message: str
+
+
+def policy_iteration(mdp: TabularMDP, *, max_iter: int = 1000, tol: float = 1e-10,
+                     solver: str = "auto") -> PolicyIterationResult:
+    """Optimal policy and values by Howard's policy iteration with exact evaluation.
+
+    Each round evaluates the current deterministic policy by a linear solve and switches a
+    state's action only when another action improves ``Q`` by more than
+    ``tol * (1 + max |Q|)`` (so ties cannot make it cycle). Terminates in finitely many rounds
+    (Puterman 1994, Theorem 6.4.2).
+
+    Parameters
+    ----------
+    max_iter : int
+        Maximum number of rounds.
+    tol : float
+        Relative improvement threshold.
+
+    Returns
+    -------
+    PolicyIterationResult
+
+    Raises
+    ------
+    SolverError
+        As :func:`state_values`.
+
+    References
+    ----------
+    Howard (1960); Puterman (1994), Sec. 6.4; Sutton & Barto (2018), Sec. 4.3.
+    """
+    n_iter_max = check_positive_int(max_iter, "max_iter")
+    S, A = mdp.n_states, mdp.n_actions
+    actions = np.zeros(S, dtype=np.int64)
+    rows = np.arange(S)
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, n_iter_max + 1):  # noqa: B007 (reported after the loop)
+        pi = np.zeros((S, A))
+        pi[rows, actions] = 1.0
+        v = solve_bellman(mdp, mdp.transition_matrix(pi), mdp.policy_reward(pi),
+                          discount=mdp.gamma, solver=solver)
+        q = mdp.R + mdp.gamma * mdp.next_state_expectation(v)
+        best = np.argmax(q, axis=1)
+        gain = q[rows, best] - q[rows, actions]
+        switch = gain > tol * (1.0 + np.abs(q).max())
+        if not switch.any():
+            converged = True
+            break
+        actions = np.where(switch, best, actions)
+    msg = ("policy stable" if converged
+           else f"no stable policy after max_iter={n_iter_max} rounds")
+    return PolicyIterationResult(policy=pi, state_values=v, action_values=q,
+                                 converged=converged, n_iter=n_iter, message=msg)

@@ -1,0 +1,469 @@
+"""Exact policy gradients, Fisher information, natural gradients, NPG/TRPO steps, PPO objective.
+
+State weighting
+---------------
+Expectations "over states" here use ``w(s) = d_pi(s)`` restricted to non-terminal states
+(where actions are taken), ``d_pi`` being the normalized discounted visitation
+(:func:`pgtheory.discounted_visitation`). Without terminal states, ``w = d_pi`` exactly. For
+terminal states the advantage is 0, so gradients do not depend on this choice; the Fisher
+matrix and KL means do for parameterizations that share parameters across states.
+
+Scale conventions
+-----------------
+* ``policy_gradient`` is ``grad_theta J(theta)`` with ``J = mu . V_pi`` (Sutton et al. 2000,
+  Theorem 1): ``(1 / (1 - gamma)) E_{s ~ d_pi, a ~ pi}[Q_pi(s, a) grad log pi(a|s)]``.
+* ``fisher_matrix`` is ``E_{s ~ w, a ~ pi}[score score^T]`` (Kakade 2001, Sec. 3; Agarwal et
+  al. 2021, Sec. 5). With this normalization the NPG update for tabular softmax is
+  ``theta += eta A_pi / (1 - gamma)`` (Agarwal et al. 2021, Lemma 5.1).
+* ``ppo_objective`` is an expectation under ``w x pi_old`` with no ``1 / (1 - gamma)``, so its
+  gradient at ``theta_old`` is ``(1 - gamma) * policy_gradient`` (without terminal states).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.special import rel_entr
+
+from pgtheory._validation import as_float_array, check_positive, check_positive_int
+from pgtheory.errors import InvalidArgumentError
+from pgtheory.evaluation import expected_return, solve_bellman
+from pgtheory.mdp import TabularMDP
+from pgtheory.parameterizations import TabularSoftmax
+
+__all__ = [
+    "PPOObjective",
+    "TRPOStep",
+    "action_state_weights",
+    "fisher_matrix",
+    "kl_hessian",
+    "natural_gradient",
+    "npg_step",
+    "policy_gradient",
+    "ppo_objective",
+    "trpo_step",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_param(mdp: TabularMDP, param) -> None:
+    for attr in ("n_states", "n_actions", "n_params", "probs", "score"):
+        if not hasattr(param, attr):
+            raise TypeError(f"param: expected a parameterization with attribute {attr!r} "
+                            f"(e.g. TabularSoftmax), received {type(param).__name__}")
+    if (param.n_states, param.n_actions) != (mdp.n_states, mdp.n_actions):
+        raise InvalidArgumentError(
+            f"param: expected (n_states, n_actions) = {(mdp.n_states, mdp.n_actions)} to match "
+            f"the MDP, received {(param.n_states, param.n_actions)}")
+
+
+def _check_state_distribution(mdp: TabularMDP, w) -> np.ndarray:
+    arr = as_float_array(w, "state_distribution", ndim=1)
+    if arr.shape != (mdp.n_states,) or np.any(arr < 0):
+        raise InvalidArgumentError(f"state_distribution: expected non-negative weights of "
+                                   f"shape {(mdp.n_states,)}, received shape {arr.shape} with "
+                                   f"minimum {arr.min() if arr.size else None}")
+    return arr
+
+
+def _evaluate(mdp: TabularMDP, pi: np.ndarray, solver: str = "auto"):
+    """V, Q and normalized d for a validated policy, sharing P_pi."""
+    P_pi = mdp.transition_matrix(pi)
+    v = solve_bellman(mdp, P_pi, mdp.policy_reward(pi), discount=mdp.gamma, solver=solver)
+    q = mdp.R + mdp.gamma * mdp.next_state_expectation(v)
+    rho = solve_bellman(mdp, P_pi, mdp.mu, discount=mdp.gamma, transpose=True, solver=solver)
+    d = (1.0 - mdp.gamma) * np.maximum(rho, 0.0)
+    return v, q, d
+
+
+def action_state_weights(mdp: TabularMDP, pi) -> np.ndarray:
+    """``w(s) = d_pi(s) * [s is not terminal]``, shape (S,): the state weighting of the
+    Fisher matrix, KL means and the PPO objective (see the module docstring)."""
+    p = mdp.check_policy(pi)
+    _, _, d = _evaluate(mdp, p)
+    return d * (~mdp.terminal)
+
+
+def _contract_score(param, theta, coeff: np.ndarray) -> np.ndarray:
+    """``sum_{s,a} coeff[s, a] score(theta)[s, a, :]`` without forming dense tabular scores."""
+    if isinstance(param, TabularSoftmax):
+        pi = param.probs(theta)
+        return (coeff - pi * coeff.sum(axis=1, keepdims=True)).ravel()
+    return np.einsum("sa,san->n", coeff, param.score(theta))
+
+
+# ------------------------------------------------------------------------- gradients
+def policy_gradient(mdp: TabularMDP, param, theta, *, solver: str = "auto") -> np.ndarray:
+    """Exact policy gradient ``grad_theta J(pi_theta)`` (policy gradient theorem).
+
+    ``grad J = (1 / (1 - gamma)) sum_s d_pi(s) sum_a pi(a|s) Q_pi(s, a) grad log pi(a|s)``;
+    for baseline-invariant (softmax) parameterizations ``Q`` is replaced by ``A_pi`` (same
+    value, better conditioned). For tabular softmax this is
+    ``dJ / dtheta[s, a] = d_pi(s) pi(a|s) A_pi(s, a) / (1 - gamma)``.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    param : TabularSoftmax, LinearSoftmax or DirectParameterization
+    theta : array_like, shape (n_params,)
+
+    Returns
+    -------
+    ndarray, shape (n_params,)
+        Reward units per unit of theta.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``theta`` of the wrong shape or non-finite; parameterization sized for another MDP.
+    TypeError
+        ``param`` is not a parameterization.
+    SolverError
+        As :func:`pgtheory.state_values`.
+
+    References
+    ----------
+    Sutton, McAllester, Singh & Mansour (2000), NeurIPS, Theorem 1; Agarwal et al. (2021),
+    JMLR 22(98), arXiv:1908.00261, Sec. 2 (policy gradient with the 1/(1-gamma) factor and
+    normalized d) and Sec. 4 (tabular softmax expression).
+    """
+    _check_param(mdp, param)
+    pi = param.probs(theta)
+    v, q, d = _evaluate(mdp, pi, solver)
+    values = q - v[:, None] if getattr(param, "baseline_invariant", False) else q
+    coeff = d[:, None] * pi * values / (1.0 - mdp.gamma)
+    return _contract_score(param, theta, coeff)
+
+
+def fisher_matrix(mdp: TabularMDP, param, theta) -> np.ndarray:
+    """Exact Fisher information ``F = E_{s ~ w, a ~ pi}[score score^T]``.
+
+    ``w = d_pi`` on non-terminal states (module docstring). For tabular softmax ``F`` is
+    block-diagonal with blocks ``d(s) (diag pi_s - pi_s pi_s^T)``, each singular (constant
+    logit shifts do not change the policy).
+
+    Returns
+    -------
+    ndarray, shape (n_params, n_params)
+        Symmetric positive semi-definite. Memory ``8 n_params^2`` bytes.
+
+    Raises
+    ------
+    InvalidArgumentError, TypeError, SolverError
+        As :func:`policy_gradient`.
+
+    References
+    ----------
+    Kakade (2001), "A natural policy gradient", NeurIPS, Sec. 3; Agarwal et al. (2021),
+    arXiv:1908.00261, Sec. 5 (Fisher under d_pi).
+    """
+    _check_param(mdp, param)
+    pi = param.probs(theta)
+    w = action_state_weights(mdp, pi)
+    if isinstance(param, TabularSoftmax):
+        S, A = mdp.n_states, mdp.n_actions
+        blocks = param.fisher_blocks(theta, w)
+        out = np.zeros((S, A, S, A))
+        out[np.arange(S), :, np.arange(S), :] = blocks
+        return out.reshape(S * A, S * A)
+    psi = param.score(theta).reshape(mdp.n_states * mdp.n_actions, param.n_params)
+    x = psi * np.sqrt((w[:, None] * pi).ravel())[:, None]
+    return x.T @ x
+
+
+def kl_hessian(mdp: TabularMDP, param, theta) -> np.ndarray:
+    """Hessian of the mean KL ``theta' -> E_{s ~ w}[KL(pi_theta(.|s) || pi_theta'(.|s))]`` at
+    ``theta' = theta``, with ``w`` held at ``theta``.
+
+    Computed from second derivatives of ``log pi`` (``E[-grad^2 log pi]``), not from scores,
+    so it is an independent route to :func:`fisher_matrix`, which it must equal.
+
+    Returns
+    -------
+    ndarray, shape (n_params, n_params)
+
+    Raises
+    ------
+    InvalidArgumentError, TypeError, SolverError
+        As :func:`policy_gradient`.
+
+    References
+    ----------
+    Schulman et al. (2015), arXiv:1502.05477v5, Appendix C (the Fisher as the KL Hessian);
+    Amari (1998), "Natural gradient works efficiently in learning", Sec. 3.
+    """
+    _check_param(mdp, param)
+    pi = param.probs(theta)
+    w = action_state_weights(mdp, pi)
+    return param.expected_neg_log_prob_hessian(theta, w)
+
+
+def natural_gradient(mdp: TabularMDP, param, theta, *, rtol: float = 1e-12) -> np.ndarray:
+    """Exact natural gradient ``F^+ grad J`` (Moore-Penrose pseudo-inverse of the Fisher).
+
+    The pseudo-inverse gives the minimum-norm solution of ``F x = grad J``; for tabular softmax
+    it is ``(A_pi(s, .) - mean_a A_pi(s, a)) / (1 - gamma)`` on states with ``d_pi(s) > 0``
+    and 0 on the others, computed block by block without forming ``F``.
+
+    Parameters
+    ----------
+    rtol : float
+        Eigenvalues below ``rtol * max eigenvalue`` (per block for tabular softmax) are
+        treated as zero.
+
+    Returns
+    -------
+    ndarray, shape (n_params,)
+
+    Raises
+    ------
+    InvalidArgumentError, TypeError, SolverError
+        As :func:`policy_gradient`.
+
+    References
+    ----------
+    Kakade (2001), NeurIPS, Theorem 1; Agarwal et al. (2021), arXiv:1908.00261, Lemma 5.1.
+    """
+    _check_param(mdp, param)
+    rtol = check_positive(rtol, "rtol")
+    g = policy_gradient(mdp, param, theta)
+    if isinstance(param, TabularSoftmax):
+        pi = param.probs(theta)
+        blocks = param.fisher_blocks(theta, action_state_weights(mdp, pi))
+        x = np.linalg.pinv(blocks, rtol=rtol, hermitian=True) @ g.reshape(mdp.n_states, -1, 1)
+        return x.ravel()
+    F = fisher_matrix(mdp, param, theta)
+    return sla.pinvh(F, rtol=rtol) @ g
+
+
+def npg_step(mdp: TabularMDP, param, theta, step_size: float, *,
+             rtol: float = 1e-12) -> np.ndarray:
+    """One exact natural policy gradient step ``theta + eta F^+ grad J``.
+
+    For tabular softmax the new policy is ``pi_new(a|s) ∝ pi(a|s) exp(eta A_pi(s, a) / (1 -
+    gamma))`` on states with ``d_pi(s) > 0``.
+
+    Parameters
+    ----------
+    step_size : float
+        ``eta > 0``.
+
+    Returns
+    -------
+    ndarray, shape (n_params,)
+        The new parameters.
+
+    Raises
+    ------
+    InvalidArgumentError, TypeError, SolverError
+        As :func:`policy_gradient`; ``step_size`` not positive.
+
+    References
+    ----------
+    Kakade (2001); Agarwal et al. (2021), arXiv:1908.00261, Lemma 5.1 (softmax NPG update).
+    """
+    eta = check_positive(step_size, "step_size")
+    t = param.check_theta(theta)
+    return t + eta * natural_gradient(mdp, param, t, rtol=rtol)
+
+
+# ------------------------------------------------------------------------------ TRPO
+@dataclasses.dataclass(frozen=True)
+class TRPOStep:
+    """Result of :func:`trpo_step`.
+
+    Attributes
+    ----------
+    theta : ndarray, shape (n_params,)
+        Accepted parameters (the input ``theta`` when no step was accepted).
+    accepted : bool
+    step_fraction : float
+        Fraction of the full step taken (``backtrack_coef ** n_backtracks``; 0 if rejected).
+    n_backtracks : int
+        Number of shrinkages before acceptance (all tried if rejected).
+    full_step : ndarray, shape (n_params,)
+        ``sqrt(2 delta / g^T F^+ g) F^+ g``.
+    natural_gradient : ndarray, shape (n_params,)
+    mean_kl : float
+        Exact ``E_{s ~ w}[KL(pi_old || pi_new)]`` of the accepted step (nats; 0 if rejected).
+    quadratic_kl : float
+        ``(1/2) s^T F s`` of the accepted step ``s`` (the quadratic model of ``mean_kl``).
+    surrogate_improvement : float
+        Exact ``L_pi_old(pi_new) - J(pi_old)`` of the accepted step (reward units).
+    expected_improvement : float
+        First-order prediction ``g . s`` of the accepted step.
+    return_improvement : float
+        Exact ``J(pi_new) - J(pi_old)``.
+    message : str
+    """
+
+    theta: np.ndarray
+    accepted: bool
+    step_fraction: float
+    n_backtracks: int
+    full_step: np.ndarray
+    natural_gradient: np.ndarray
+    mean_kl: float
+    quadratic_kl: float
+    surrogate_improvement: float
+    expected_improvement: float
+    return_improvement: float
+    message: str
+
+
+def trpo_step(mdp: TabularMDP, param, theta, *, max_kl: float = 0.01,
+              backtrack_coef: float = 0.5, max_backtracks: int = 10,
+              rtol: float = 1e-12) -> TRPOStep:
+    """One exact TRPO step: natural direction, KL-scaled full step, backtracking line search.
+
+    ``x = F^+ g``; full step ``s = sqrt(2 delta / (g^T x)) x`` so that ``(1/2) s^T F s =
+    delta``; then try ``theta + c^k s`` for ``k = 0 .. max_backtracks`` and accept the first
+    with exact mean ``KL(pi_old || pi_new) <= delta`` and exact surrogate improvement
+    ``L_pi_old(pi_new) - J(pi_old) > 0``. Here ``g``, ``F`` and the KL are exact, so this is
+    the reference that sampled TRPO implementations estimate.
+
+    Parameters
+    ----------
+    max_kl : float
+        Trust-region radius ``delta`` (nats).
+    backtrack_coef : float
+        Shrink factor ``c`` in (0, 1).
+    max_backtracks : int
+    rtol : float
+        Pseudo-inverse cutoff, as in :func:`natural_gradient`.
+
+    Returns
+    -------
+    TRPOStep
+
+    Raises
+    ------
+    InvalidArgumentError, TypeError, SolverError
+        As :func:`policy_gradient`; hyper-parameters out of range.
+
+    References
+    ----------
+    Schulman et al. (2015), TRPO, arXiv:1502.05477v5, Sec. 4 (mean-KL trust region), Sec. 6
+    and Appendix C (natural direction, step length, line search); the surrogate ``L`` is TRPO
+    Eq. (3).
+    """
+    from pgtheory.bounds import surrogate
+
+    delta = check_positive(max_kl, "max_kl")
+    c = check_positive(backtrack_coef, "backtrack_coef")
+    if c >= 1.0:
+        raise InvalidArgumentError(f"backtrack_coef: expected a value in (0, 1), received {c}")
+    n_bt = check_positive_int(max_backtracks, "max_backtracks", minimum=0)
+    _check_param(mdp, param)
+    t = param.check_theta(theta)
+    pi_old = param.probs(t)
+    v_old, _, d_old = _evaluate(mdp, pi_old)
+    j_old = float(mdp.mu @ v_old)
+    w = d_old * (~mdp.terminal)
+    g = policy_gradient(mdp, param, t)
+    x = natural_gradient(mdp, param, t, rtol=rtol)
+    gx = float(g @ x)
+    zeros = np.zeros_like(t)
+    if not gx > 0.0:
+        return TRPOStep(t, False, 0.0, 0, zeros, x, 0.0, 0.0, 0.0, 0.0, 0.0,
+                        "zero natural gradient: already stationary")
+    full = np.sqrt(2.0 * delta / gx) * x
+    F = None if isinstance(param, TabularSoftmax) else fisher_matrix(mdp, param, t)
+    for k in range(n_bt + 1):
+        frac = c ** k
+        step = frac * full
+        cand = t + step
+        pi_new = param.probs(cand)
+        kl = float(w @ rel_entr(pi_old, pi_new).sum(axis=1))
+        sur = surrogate(mdp, pi_old, pi_new) - j_old
+        if kl <= delta and sur > 0.0:
+            if F is None:
+                blocks = param.fisher_blocks(t, w)
+                sb = step.reshape(mdp.n_states, -1)
+                quad = 0.5 * float(np.einsum("sa,sab,sb->", sb, blocks, sb))
+            else:
+                quad = 0.5 * float(step @ F @ step)
+            return TRPOStep(cand, True, frac, k, full, x, kl, quad, float(sur),
+                            float(g @ step), expected_return(mdp, pi_new) - j_old,
+                            f"accepted after {k} backtracks")
+    return TRPOStep(t, False, 0.0, n_bt, full, x, 0.0, 0.0, 0.0, 0.0, 0.0,
+                    f"no step accepted after {n_bt} backtracks")
+
+
+# ------------------------------------------------------------------------------- PPO
+@dataclasses.dataclass(frozen=True)
+class PPOObjective:
+    """Exact PPO clipped objective and its gradient (see :func:`ppo_objective`).
+
+    Attributes
+    ----------
+    value : float
+        ``L^CLIP(theta)`` (reward units; 0 at ``theta = theta_old``).
+    gradient : ndarray, shape (n_params,)
+    clip_fraction : float
+        Probability under ``w x pi_old`` that ``|r - 1| > clip_range``.
+    """
+
+    value: float
+    gradient: np.ndarray
+    clip_fraction: float
+
+
+def ppo_objective(mdp: TabularMDP, param, theta, theta_old, *, clip_range: float = 0.2,
+                  state_distribution=None) -> PPOObjective:
+    """Exact PPO clipped surrogate as an expectation, and its gradient in ``theta``.
+
+    ``L^CLIP(theta) = E_{s ~ w, a ~ pi_old}[min(r A, clip(r, 1 - eps, 1 + eps) A)]`` with
+    ``r = pi_theta(a|s) / pi_old(a|s)`` and ``A = A_{pi_old}``. Its gradient is
+    ``E[A r grad log pi_theta(a|s)]`` over the pairs where the unclipped term is active, i.e.
+    everywhere except ``A > 0, r > 1 + eps`` and ``A < 0, r < 1 - eps`` (at the boundary the
+    unclipped branch is taken). Actions with ``pi_old(a|s) = 0`` are never sampled and
+    contribute 0.
+
+    Parameters
+    ----------
+    theta, theta_old : array_like, shape (n_params,)
+    clip_range : float
+        ``eps > 0``.
+    state_distribution : array_like, shape (S,), optional
+        State weights ``w``. Default: ``d_{pi_old}`` on non-terminal states (the objective of
+        the paper). Pass :func:`pgtheory.on_policy_distribution` for what sampled
+        minibatches actually weight.
+
+    Returns
+    -------
+    PPOObjective
+
+    Raises
+    ------
+    InvalidArgumentError, TypeError, SolverError
+        As :func:`policy_gradient`; ``clip_range`` not positive.
+
+    References
+    ----------
+    Schulman et al. (2017), "Proximal policy optimization algorithms", arXiv:1707.06347v2,
+    Eq. (7).
+    """
+    eps = check_positive(clip_range, "clip_range")
+    if not isinstance(clip_range, numbers.Real):
+        raise InvalidArgumentError(f"clip_range: expected a real number, received {clip_range!r}")
+    _check_param(mdp, param)
+    pi = param.probs(theta)
+    pi_old = param.probs(theta_old)
+    v, q, d = _evaluate(mdp, pi_old)
+    adv = q - v[:, None]
+    w = (d * (~mdp.terminal) if state_distribution is None
+         else _check_state_distribution(mdp, state_distribution))
+    support = pi_old > 0
+    r = np.divide(pi, pi_old, out=np.ones_like(pi), where=support)
+    clipped = np.clip(r, 1.0 - eps, 1.0 + eps)
+    weight = w[:, None] * pi_old * support
+    value = float(np.sum(weight * np.minimum(r * adv, clipped * adv)))
+    inactive = ((adv > 0) & (r > 1.0 + eps)) | ((adv < 0) & (r < 1.0 - eps))
+    coeff = np.where(inactive, 0.0, w[:, None] * pi * adv * support)
+    grad = _contract_score(param, theta, coeff)
+    clip_frac = float(np.sum(weight * (np.abs(r - 1.0) > eps)) / max(weight.sum(), 1e-300))
+    return PPOObjective(value=value, gradient=grad, clip_fraction=clip_frac)
