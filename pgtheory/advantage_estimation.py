@@ -166,7 +166,8 @@ def lambda_returns(rewards, terminated, truncated, gamma: float, lam: float, *,
 
     ``G_t = r_t + gamma (1 - terminated_t) [(1 - lam) V(s_{t+1}) + lam G_{t+1}]``, with the
     bracket replaced by ``V(s_{t+1})`` where the trace is cut (truncation, end of buffer).
-    Equals ``gae(...) + values``.
+    Equals ``gae(...) + values`` on rollouts as collected (``next_values[t] == values[t + 1]``
+    inside episodes).
 
     Returns
     -------

@@ -15,7 +15,13 @@ from scipy.special import rel_entr
 from pgtheory._validation import DEFAULT_ATOL, as_float_array, check_distribution_rows
 from pgtheory.errors import InvalidPolicyError
 
-__all__ = ["PolicyDivergence", "kl_divergence", "policy_divergence", "total_variation"]
+__all__ = [
+    "PolicyDivergence",
+    "kl_divergence",
+    "policy_divergence",
+    "total_variation",
+    "weighted_mean",
+]
 
 
 def _pair(p, q, atol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +87,12 @@ def total_variation(p, q, *, atol: float = DEFAULT_ATOL) -> np.ndarray:
     return 0.5 * np.abs(a - b).sum(axis=-1)
 
 
+def weighted_mean(weights: np.ndarray, values: np.ndarray) -> float:
+    """``sum_s w(s) x(s)`` over states with ``w(s) > 0`` (so ``0 * inf`` is 0, not NaN)."""
+    mask = weights > 0
+    return float(np.sum(weights[mask] * values[mask]))
+
+
 @dataclasses.dataclass(frozen=True)
 class PolicyDivergence:
     """KL and TV between two policies, per state and aggregated.
@@ -142,7 +154,5 @@ def policy_divergence(mdp, pi, pi_new, *, state_distribution=None,
     kl = rel_entr(p, q).sum(axis=-1)
     tv = 0.5 * np.abs(p - q).sum(axis=-1)
     live = ~mdp.terminal
-    with np.errstate(invalid="ignore"):
-        mean_kl = float(np.sum(np.where(w > 0, w * kl, 0.0)))
-    return PolicyDivergence(kl=kl, tv=tv, mean_kl=mean_kl, mean_tv=float(w @ tv),
+    return PolicyDivergence(kl=kl, tv=tv, mean_kl=weighted_mean(w, kl), mean_tv=float(w @ tv),
                             max_kl=float(kl[live].max()), max_tv=float(tv[live].max()))

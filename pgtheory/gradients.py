@@ -29,6 +29,7 @@ import scipy.linalg as sla
 from scipy.special import rel_entr
 
 from pgtheory._validation import as_float_array, check_positive, check_positive_int
+from pgtheory.divergences import weighted_mean
 from pgtheory.errors import InvalidArgumentError
 from pgtheory.evaluation import expected_return, solve_bellman
 from pgtheory.mdp import TabularMDP
@@ -377,7 +378,7 @@ def trpo_step(mdp: TabularMDP, param, theta, *, max_kl: float = 0.01,
         step = frac * full
         cand = t + step
         pi_new = param.probs(cand)
-        kl = float(w @ rel_entr(pi_old, pi_new).sum(axis=1))
+        kl = weighted_mean(w, rel_entr(pi_old, pi_new).sum(axis=1))
         sur = surrogate(mdp, pi_old, pi_new) - j_old
         if kl <= delta and sur > 0.0:
             if F is None:
