@@ -121,7 +121,7 @@ def enumerate_expected_gae(mdp, pi, values, lam, h):
                 else:
                     for a_next in range(A):
                         if pi[s_next, a_next] > 0:
-                            stack.append((states + [s_next], actions + [a_next],
+                            stack.append(([*states, s_next], [*actions, a_next],
                                           p * pi[s_next, a_next]))
         out[s0, a0] = total
     return out
