@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench accuracy lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) -m pytest -m bench -p no:randomly tests/benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds
+	mkdir -p .benchmarks
+	$(PY) -m pytest -m bench tests/benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds --benchmark-json=.benchmarks/core.json
+	$(PY) tests/benchmarks/ratios.py .benchmarks/core.json
+
+accuracy: $(STAMP)
+	$(PY) tests/benchmarks/accuracy.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

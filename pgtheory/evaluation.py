@@ -91,6 +91,32 @@ def solve_bellman(mdp: TabularMDP, P_pi, b: np.ndarray, *, discount: float,
     return ensure_finite_result(x, "linear solve")
 
 
+def values_and_visitation(mdp: TabularMDP, pi: np.ndarray, *, solver: str = "auto"):
+    """``(V_pi, rho_pi)`` for a validated policy, from one LU factorization when dense.
+
+    ``V = (I - gamma P_pi)^{-1} r_pi`` and ``rho = (I - gamma P_pi)^{-T} mu`` share the
+    matrix; the dense path factorizes it once and solves both systems (private helper used by
+    the gradient code).
+    """
+    P_pi = mdp.transition_matrix(pi)
+    r_pi = mdp.policy_reward(pi)
+    if sp.issparse(P_pi):
+        return (solve_bellman(mdp, P_pi, r_pi, discount=mdp.gamma, solver=solver),
+                solve_bellman(mdp, P_pi, mdp.mu, discount=mdp.gamma, transpose=True,
+                              solver=solver))
+    M = np.eye(P_pi.shape[0]) - mdp.gamma * P_pi
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sla.LinAlgWarning)
+            lu = sla.lu_factor(M, check_finite=False)
+            v = sla.lu_solve(lu, r_pi, check_finite=False)
+            rho = sla.lu_solve(lu, mdp.mu, trans=1, check_finite=False)
+    except (sla.LinAlgError, sla.LinAlgWarning) as exc:
+        raise SolverError(f"(I - {mdp.gamma:g} P_pi) is singular or ill-conditioned to working "
+                          f"precision: {exc}") from None
+    return ensure_finite_result(v, "linear solve"), ensure_finite_result(rho, "linear solve")
+
+
 def state_values(mdp: TabularMDP, pi, *, solver: str = "auto",
                  atol: float = DEFAULT_ATOL) -> np.ndarray:
     """Exact state values ``V_pi = (I - gamma P_pi)^{-1} r_pi``.

@@ -26,12 +26,13 @@ import numbers
 
 import numpy as np
 import scipy.linalg as sla
+import scipy.sparse as sp
 from scipy.special import rel_entr
 
 from pgtheory._validation import as_float_array, check_positive, check_positive_int
 from pgtheory.divergences import weighted_mean
 from pgtheory.errors import InvalidArgumentError
-from pgtheory.evaluation import expected_return, solve_bellman
+from pgtheory.evaluation import expected_return, values_and_visitation
 from pgtheory.mdp import TabularMDP
 from pgtheory.parameterizations import TabularSoftmax
 
@@ -71,11 +72,9 @@ def _check_state_distribution(mdp: TabularMDP, w) -> np.ndarray:
 
 
 def _evaluate(mdp: TabularMDP, pi: np.ndarray, solver: str = "auto"):
-    """V, Q and normalized d for a validated policy, sharing P_pi."""
-    P_pi = mdp.transition_matrix(pi)
-    v = solve_bellman(mdp, P_pi, mdp.policy_reward(pi), discount=mdp.gamma, solver=solver)
+    """V, Q and normalized d for a validated policy (one factorization when dense)."""
+    v, rho = values_and_visitation(mdp, pi, solver=solver)
     q = mdp.R + mdp.gamma * mdp.next_state_expectation(v)
-    rho = solve_bellman(mdp, P_pi, mdp.mu, discount=mdp.gamma, transpose=True, solver=solver)
     d = (1.0 - mdp.gamma) * np.maximum(rho, 0.0)
     return v, q, d
 
@@ -132,24 +131,47 @@ def policy_gradient(mdp: TabularMDP, param, theta, *, solver: str = "auto") -> n
     normalized d) and Sec. 4 (tabular softmax expression).
     """
     _check_param(mdp, param)
+    return _gradient_and_weights(mdp, param, theta, solver)[0]
+
+
+def _gradient_and_weights(mdp: TabularMDP, param, theta, solver: str = "auto"):
+    """``(grad J, w)`` from one policy evaluation."""
     pi = param.probs(theta)
     v, q, d = _evaluate(mdp, pi, solver)
     values = q - v[:, None] if getattr(param, "baseline_invariant", False) else q
     coeff = d[:, None] * pi * values / (1.0 - mdp.gamma)
-    return _contract_score(param, theta, coeff)
+    return _contract_score(param, theta, coeff), d * (~mdp.terminal)
 
 
-def fisher_matrix(mdp: TabularMDP, param, theta) -> np.ndarray:
+def _block_diagonal(blocks: np.ndarray) -> np.ndarray:
+    """Dense (S*A, S*A) matrix with the (S, A, A) blocks on its diagonal (flat scatter)."""
+    S, A, _ = blocks.shape
+    n = S * A
+    out = np.zeros((n, n))
+    base = np.arange(S)[:, None, None] * A
+    rows = base + np.arange(A)[None, :, None]
+    cols = base + np.arange(A)[None, None, :]
+    out.ravel()[(rows * n + cols).ravel()] = blocks.ravel()
+    return out
+
+
+def fisher_matrix(mdp: TabularMDP, param, theta, *, sparse: bool = False):
     """Exact Fisher information ``F = E_{s ~ w, a ~ pi}[score score^T]``.
 
     ``w = d_pi`` on non-terminal states (module docstring). For tabular softmax ``F`` is
     block-diagonal with blocks ``d(s) (diag pi_s - pi_s pi_s^T)``, each singular (constant
     logit shifts do not change the policy).
 
+    Parameters
+    ----------
+    sparse : bool
+        Return a ``scipy.sparse.csr_array`` (block-diagonal storage for tabular softmax:
+        ``8 S A^2`` bytes instead of ``8 S^2 A^2``). Default: dense ndarray.
+
     Returns
     -------
-    ndarray, shape (n_params, n_params)
-        Symmetric positive semi-definite. Memory ``8 n_params^2`` bytes.
+    ndarray or scipy.sparse.csr_array, shape (n_params, n_params)
+        Symmetric positive semi-definite. Dense memory ``8 n_params^2`` bytes.
 
     Raises
     ------
@@ -165,14 +187,14 @@ def fisher_matrix(mdp: TabularMDP, param, theta) -> np.ndarray:
     pi = param.probs(theta)
     w = action_state_weights(mdp, pi)
     if isinstance(param, TabularSoftmax):
-        S, A = mdp.n_states, mdp.n_actions
         blocks = param.fisher_blocks(theta, w)
-        out = np.zeros((S, A, S, A))
-        out[np.arange(S), :, np.arange(S), :] = blocks
-        return out.reshape(S * A, S * A)
+        if sparse:
+            return sp.csr_array(sp.block_diag(list(blocks), format="csr"))
+        return _block_diagonal(blocks)
     psi = param.score(theta).reshape(mdp.n_states * mdp.n_actions, param.n_params)
     x = psi * np.sqrt((w[:, None] * pi).ravel())[:, None]
-    return x.T @ x
+    F = x.T @ x
+    return sp.csr_array(F) if sparse else F
 
 
 def kl_hessian(mdp: TabularMDP, param, theta) -> np.ndarray:
@@ -230,10 +252,9 @@ def natural_gradient(mdp: TabularMDP, param, theta, *, rtol: float = 1e-12) -> n
     """
     _check_param(mdp, param)
     rtol = check_positive(rtol, "rtol")
-    g = policy_gradient(mdp, param, theta)
+    g, w = _gradient_and_weights(mdp, param, theta)
     if isinstance(param, TabularSoftmax):
-        pi = param.probs(theta)
-        blocks = param.fisher_blocks(theta, action_state_weights(mdp, pi))
+        blocks = param.fisher_blocks(theta, w)
         x = np.linalg.pinv(blocks, rtol=rtol, hermitian=True) @ g.reshape(mdp.n_states, -1, 1)
         return x.ravel()
     F = fisher_matrix(mdp, param, theta)

@@ -205,3 +205,15 @@ def test_ppo_clipping_zeroes_gradient_outside_the_range():
     assert out.clip_fraction == pytest.approx(1.0)
     # value: w(0) = 1 - gamma = 0.5; 0.5 * [0.5 * 1.2 * 0.5 + 0.5 * 0.8 * (-0.5)] = 0.05
     assert out.value == pytest.approx(0.05, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["tabular", "linear"])
+def test_sparse_fisher_equals_dense(kind):
+    # source: the same matrix in two storage formats
+    mdp = pg.random_mdp(4, 6, 3, gamma=0.9, n_terminal=1)
+    param = pg.TabularSoftmax(6, 3) if kind == "tabular" else linear_param(mdp, 0)
+    theta = np.random.default_rng(4).normal(size=param.n_params)
+    F = pg.fisher_matrix(mdp, param, theta)
+    Fs = pg.fisher_matrix(mdp, param, theta, sparse=True)
+    assert type(Fs).__name__ == "csr_array"
+    assert np.array_equal(Fs.toarray(), F)
