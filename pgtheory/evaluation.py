@@ -206,7 +206,12 @@ def advantages(mdp: TabularMDP, pi, *, solver: str = "auto",
 
 def expected_return(mdp: TabularMDP, pi, *, solver: str = "auto",
                     atol: float = DEFAULT_ATOL) -> float:
-    """Exact objective ``J(pi) = E_{s0 ~ mu}[V_pi(s0)] = mu . V_pi`` (reward units).
+    """Exact objective ``J(pi) = E_{s0 ~ mu}[V_pi(s0)] = mu . V_pi``.
+
+    Returns
+    -------
+    float
+        Expected discounted return (reward units).
 
     Raises
     ------

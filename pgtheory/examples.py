@@ -28,6 +28,20 @@ def sigmoid_policy(n_states: int) -> LinearSoftmax:
 
     A :class:`~pgtheory.LinearSoftmax` with ``phi[s, 0] = 0`` and ``phi[s, 1] = 1``; used by
     :func:`two_armed_bandit` and :func:`short_corridor`.
+
+    Returns
+    -------
+    LinearSoftmax
+        ``n_params = 1``; requires a two-action MDP.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``n_states`` not a positive integer.
+
+    References
+    ----------
+    Sutton & Barto (2018), Example 13.1 (state-aliased policy with one probability).
     """
     S = check_positive_int(n_states, "n_states")
     phi = np.zeros((S, 2, 1))
@@ -44,6 +58,15 @@ def two_armed_bandit(rewards=(0.0, 1.0), *, gamma: float = 0.9) -> TabularMDP:
     -------
     TabularMDP
         S = 2, A = 2, ``mu = (1, 0)``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``rewards`` not two finite numbers. InvalidMDPError: ``gamma`` outside [0, 1).
+
+    References
+    ----------
+    Sutton & Barto (2018), Sec. 2.8 (gradient bandit with a softmax/sigmoid preference).
     """
     r = np.asarray(rewards, dtype=float)
     if r.shape != (2,) or not np.all(np.isfinite(r)):
@@ -66,6 +89,17 @@ def chain(n_states: int = 5, *, gamma: float = 0.9, goal_reward: float = 1.0,
     Returns
     -------
     TabularMDP
+        S = ``n_states``, A = 2.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``n_states < 2``. InvalidMDPError: ``gamma`` outside [0, 1) or non-finite rewards.
+
+    References
+    ----------
+    A deterministic variant of the chain of Strens (2000), "A Bayesian framework for
+    reinforcement learning", ICML (small reward at one end, large at the other).
     """
     n = check_positive_int(n_states, "n_states", minimum=2)
     P = np.zeros((n, 2, n))
@@ -90,6 +124,15 @@ def short_corridor(*, gamma: float = 0.99) -> TabularMDP:
     -------
     TabularMDP
         S = 4, A = 2, ``mu = (1, 0, 0, 0)``.
+
+    Raises
+    ------
+    InvalidMDPError
+        ``gamma`` outside [0, 1) (the book's undiscounted J is the limit gamma -> 1).
+
+    References
+    ----------
+    Sutton & Barto (2018), Reinforcement Learning: An Introduction, 2nd ed., Example 13.1.
     """
     P = np.zeros((4, 2, 4))
     P[0, 0, 0] = P[0, 1, 1] = 1.0
@@ -119,6 +162,15 @@ def gridworld(width: int = 4, height: int = 4, *, gamma: float = 0.9, slip: floa
     -------
     TabularMDP
         S = width * height, A = 4.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Sizes not positive integers, fewer than 2 cells, ``slip`` outside [0, 1].
+
+    References
+    ----------
+    Sutton & Barto (2018), Example 4.1 (gridworld with a terminal corner).
     """
     w = check_positive_int(width, "width")
     h = check_positive_int(height, "height")

@@ -80,8 +80,23 @@ def _evaluate(mdp: TabularMDP, pi: np.ndarray, solver: str = "auto"):
 
 
 def action_state_weights(mdp: TabularMDP, pi) -> np.ndarray:
-    """``w(s) = d_pi(s) * [s is not terminal]``, shape (S,): the state weighting of the
-    Fisher matrix, KL means and the PPO objective (see the module docstring)."""
+    """State weighting ``w(s) = d_pi(s) * [s is not terminal]`` of the Fisher matrix, KL means
+    and the PPO objective (see the module docstring).
+
+    Returns
+    -------
+    ndarray, shape (S,)
+        Sums to 1 minus the discounted mass absorbed in terminal states.
+
+    Raises
+    ------
+    InvalidPolicyError, SolverError
+        As :func:`pgtheory.state_values`.
+
+    References
+    ----------
+    Agarwal et al. (2021), arXiv:1908.00261, Sec. 2 (``d_pi``); Kakade (2001), Sec. 3.
+    """
     p = mdp.check_policy(pi)
     _, _, d = _evaluate(mdp, p)
     return d * (~mdp.terminal)

@@ -278,7 +278,12 @@ def random_mdp(rng: np.random.Generator | int | None, n_states: int, n_actions: 
     Raises
     ------
     InvalidArgumentError
-        Non-integer or out-of-range sizes.
+        Non-integer or out-of-range sizes, or an ``rng`` that is not a Generator/seed/None.
+
+    References
+    ----------
+    Random "Garnet" MDPs with a fixed branching factor: Archibald, McKinnon & Thomas (1995),
+    "On the generation of Markov decision processes", J. Oper. Res. Soc. 46(3).
     """
     gen = as_generator(rng)
     S = check_positive_int(n_states, "n_states")
