@@ -38,6 +38,66 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prove(args: argparse.Namespace) -> int:
+    import json
+
+    import proofs
+
+    if args.list:
+        for t in proofs.THEOREMS.values():
+            print(f"{t.name:<26} {t.statement}\n{'':<26} source: {t.source}")
+        return 0
+    try:
+        names = args.names or None
+
+        def progress(i, n, theorem, verdict):
+            print(f"[{i:>2}/{n}] {theorem.name:<26} {verdict.status:<8} {verdict.seconds:6.2f} s",
+                  file=sys.stderr, flush=True)
+
+        results = proofs.prove(names, on_result=progress)
+    except KeyError as exc:
+        print(f"pgtheory prove: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    width = max(len(t.name) for t, _ in results)
+    print(f"{'theorem':<{width}}  {'status':<8} {'time':>7}  source")
+    for t, v in results:
+        print(f"{t.name:<{width}}  {v.status:<8} {v.seconds:6.2f}s  {t.source}")
+    n_failed = sum(not v.ok for _, v in results)
+    total = sum(v.seconds for _, v in results)
+    counts = {s: sum(v.status == s for _, v in results) for s in ("proved", "checked", "failed")}
+    print(f"\n{counts['proved']} proved, {counts['checked']} checked, {counts['failed']} failed "
+          f"in {total:.1f} s")
+    for t, v in results:
+        if v.status != "proved":
+            print(f"  {t.name} ({v.status}): {v.detail}")
+    if args.json:
+        payload = [dict(name=t.name, statement=t.statement, source=t.source, status=v.status,
+                        detail=v.detail, seconds=v.seconds) for t, v in results]
+        with open(args.json, "w") as fh:
+            json.dump(payload, fh, indent=2)
+    return 1 if n_failed else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import proofs
+
+    if args.list or args.quantity is None:
+        for q in proofs.list_quantities():
+            print(f"{q.name:<28} {q.description}\n{'':<28} symbols: "
+                  f"{', '.join(q.symbols)}; reference: {q.reference}")
+        return 0 if args.list else 2
+    if args.expression is None:
+        print("pgtheory check: error: expected QUANTITY EXPRESSION", file=sys.stderr)
+        return 2
+    try:
+        res = proofs.check_formula(args.quantity, args.expression)
+    except proofs.FormulaError as exc:
+        print(f"pgtheory check: error: {exc}", file=sys.stderr)
+        return 2
+    print(res.message)
+    return 0 if res.correct else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pgtheory",
@@ -48,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0, help="seed for the random policy")
     demo.add_argument("--gamma", type=float, default=0.9, help="discount in [0, 1)")
     demo.set_defaults(func=_demo)
+    prove = sub.add_parser("prove", help="verify the symbolic derivations (proofs/) and print "
+                                         "a table; exit 1 if any fails")
+    prove.add_argument("names", nargs="*", help="theorem names (default: all; see --list)")
+    prove.add_argument("--list", action="store_true", help="list the theorems and exit")
+    prove.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    prove.set_defaults(func=_prove)
+    check = sub.add_parser("check", help="check your own formula for a named quantity "
+                                         "against the reference; exit 1 if it is wrong")
+    check.add_argument("quantity", nargs="?", help="quantity name (see --list)")
+    check.add_argument("expression", nargs="?", help="your formula, sympy syntax")
+    check.add_argument("--list", action="store_true", help="list the quantities and exit")
+    check.set_defaults(func=_check)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

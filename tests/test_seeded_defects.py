@@ -15,6 +15,7 @@ import test_bounds as t_bounds
 import test_evaluation as t_eval
 import test_examples as t_ex
 import test_gradients as t_grad
+import test_symbolic_references as t_sym
 
 import pgtheory as pg
 import pgtheory.evaluation as ev
@@ -150,14 +151,16 @@ MUTANTS = [
       (t_adv.test_expected_gae_equals_trajectory_enumeration, dict(seed=0, h=2))]),
     ("gae-lambda-without-gamma", [(pg, "gae", gae_lambda_without_gamma)],
      [(t_adv.test_gae_matches_forward_sum, {}),
-      (t_adv.test_gae_special_cases_and_return_identities, {})]),
+      (t_adv.test_gae_special_cases_and_return_identities, {}),
+      (t_sym.test_gae_matches_symbolic_sum_of_td_errors, dict(T=3))]),
     ("gae-done-index-shifted", [(pg, "gae", gae_done_index_shifted)],
      [(t_adv.test_gae_matches_forward_sum, {}),
       (t_adv.test_gae_hand_computed_episode_boundaries, {})]),
     ("bellman-solve-transposed", [(ev, "solve_bellman", solve_transposed)],
      [(t_eval.test_state_values_equal_neumann_series, {}),
       (t_eval.test_bellman_equations_hold, {}),
-      (t_eval.test_visitation_matches_forward_propagation, {})]),
+      (t_eval.test_visitation_matches_forward_propagation, {}),
+      (t_sym.test_pgtheory_matches_symbolic_mdp, dict(seed=0))]),
     ("visitation-normalization-mixed-up", [(pg, "discounted_visitation", visitation_unnormalized)],
      [(t_eval.test_visitation_conventions_and_identity, {}),
       (t_grad.test_tabular_softmax_gradient_closed_form, {})]),
@@ -165,7 +168,8 @@ MUTANTS = [
      [(t_grad.test_policy_gradient_matches_finite_differences, dict(kind="tabular")),
       (t_grad.test_policy_gradient_matches_finite_differences, dict(kind="linear")),
       (t_ex.test_sigmoid_bandit_closed_forms, dict(theta=0.7)),
-      (t_bounds.test_surrogate_matches_return_to_first_order, {})]),
+      (t_bounds.test_surrogate_matches_return_to_first_order, {}),
+      (t_sym.test_pgtheory_matches_symbolic_mdp, dict(seed=1))]),
     ("fisher-uniform-over-actions", [(pg, "fisher_matrix", fisher_uniform_actions)],
      [(t_grad.test_fisher_equals_kl_hessian, dict(kind="tabular")),
       (t_grad.test_fisher_equals_kl_hessian, dict(kind="linear"))]),
@@ -178,7 +182,8 @@ MUTANTS = [
      [(t_grad.test_ppo_gradient_matches_finite_differences, dict(kind="tabular")),
       (t_grad.test_ppo_clipping_zeroes_gradient_outside_the_range, {})]),
     ("kl-direction-reversed", [(pg, "kl_divergence", kl_reversed)],
-     [(t_bounds.test_kl_divergence_conventions, {})]),
+     [(t_bounds.test_kl_divergence_conventions, {}),
+      (t_sym.test_k3_estimator_expectation_is_pgtheory_kl, {})]),
     ("trpo-bound-without-penalty", [(pg, "trpo_lower_bound", trpo_bound_without_penalty)],
      [(t_bounds.test_trpo_bounds_hold, {})]),
     ("expected-gae-horizon-off-by-one", [(pg, "expected_gae", expected_gae_horizon_off_by_one)],
