@@ -15,13 +15,16 @@ import test_bounds as t_bounds
 import test_evaluation as t_eval
 import test_examples as t_ex
 import test_gradients as t_grad
+import test_lqr as t_lqr
 import test_symbolic_references as t_sym
 
 import pgtheory as pg
 import pgtheory.evaluation as ev
+import pgtheory.lqr as lqr
 
 ORIG = {name: getattr(pg, name) for name in pg.__all__}
 ORIG_SOLVE = ev.solve_bellman
+ORIG_LQR = {name: getattr(lqr, name) for name in lqr.__all__}
 
 
 def gae_no_truncation_bootstrap(rewards, values, terminated, truncated, gamma, lam, *,
@@ -143,6 +146,42 @@ def pdl_with_old_visitation(mdp, pi, pi_new, **kw):
     return dataclasses.replace(res, rho_form=sur)
 
 
+def lqr_gradient_without_gamma(model, K, log_sigma):
+    # derivation slip: R + B^T P B (undiscounted Fazel form) inside the discounted gradient
+    P = lqr.value_function(model, K, log_sigma).P
+    S = lqr.state_second_moment(model, K, log_sigma, normalized=False)
+    H = model.R + model.B.T @ P @ model.B
+    EK = H @ K - model.gamma * model.B.T @ P @ model.A
+    _, gl = ORIG_LQR["policy_gradient"](model, K, log_sigma)
+    return -2.0 * EK @ S, gl
+
+
+def lqr_kl_without_square(model, K, log_sigma, K_new, log_sigma_new, **kw):
+    # BUGS.md "KL": Gaussian KL formula missing the square on the std ratio (pat-coady/trpo #25)
+    s1, s2 = np.exp(np.asarray(log_sigma)), np.exp(np.asarray(log_sigma_new))
+    base = ORIG_LQR["kl_divergence"](model, K, log_sigma, K_new, log_sigma_new, **kw)
+    return base - np.sum(s1**2 / (2 * s2**2)) + np.sum(s1 / (2 * s2))
+
+
+def lqr_fisher_without_precision(model, K, log_sigma, **kw):
+    F = ORIG_LQR["fisher_matrix"](model, K, log_sigma, **kw)
+    mn = model.n_action * model.n_state
+    S = lqr.state_second_moment(model, K, log_sigma)
+    F[:mn, :mn] = np.kron(np.eye(model.n_action), S)  # D^{-1} dropped
+    return F
+
+
+def lqr_second_moment_without_noise(model, K, log_sigma, *, normalized=True):
+    quiet = lqr.LQRModel(A=model.A, B=model.B, Q=model.Q, R=model.R, W=0 * model.W,
+                         Sigma0=model.Sigma0, gamma=model.gamma)
+    return ORIG_LQR["state_second_moment"](quiet, K, np.full_like(log_sigma, -30.0),
+                                           normalized=normalized)
+
+
+def lqr_natural_is_vanilla(model, K, log_sigma):
+    return ORIG_LQR["policy_gradient"](model, K, log_sigma)
+
+
 MUTANTS = [
     # (id, [(module, attribute, replacement)], [checks that must fail (callable, kwargs)])
     ("gae-truncation-as-termination", [(pg, "gae", gae_no_truncation_bootstrap)],
@@ -195,6 +234,18 @@ MUTANTS = [
     ("policy-iteration-stops-early", [(pg, "policy_iteration", policy_iteration_one_round)],
      [(t_eval.test_policy_iteration_matches_value_iteration, {}),
       (t_ex.test_chain_optimal_values, dict(n=9))]),
+    ("lqr-gradient-without-gamma", [(lqr, "policy_gradient", lqr_gradient_without_gamma)],
+     [(t_lqr.test_policy_gradient_matches_finite_differences, {})]),
+    ("lqr-gaussian-kl-missing-square", [(lqr, "kl_divergence", lqr_kl_without_square)],
+     [(t_lqr.test_kl_matches_symbolic_gaussian_kl, {}),
+      (t_lqr.test_fisher_equals_hessian_of_mean_kl, {})]),
+    ("lqr-fisher-without-precision", [(lqr, "fisher_matrix", lqr_fisher_without_precision)],
+     [(t_lqr.test_fisher_equals_hessian_of_mean_kl, {})]),
+    ("lqr-second-moment-without-noise", [(lqr, "state_second_moment",
+                                          lqr_second_moment_without_noise)],
+     [(t_lqr.test_return_by_three_routes, {})]),
+    ("lqr-natural-gradient-is-vanilla", [(lqr, "natural_gradient", lqr_natural_is_vanilla)],
+     [(t_lqr.test_natural_gradient_removes_state_covariance, {})]),
     ("pdl-with-old-visitation", [(pg, "performance_difference", pdl_with_old_visitation)],
      [(t_bounds.test_performance_difference_three_forms_agree, {})]),
 ]

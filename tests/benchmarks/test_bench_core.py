@@ -3,7 +3,8 @@
 Run with ``make bench``; the ratio table is printed by tests/benchmarks/ratios.py.
 Groups: ``denseF-S{S}-A{A}`` / ``blockF-S{S}-A{A}`` (J + policy gradient + Fisher + natural
 gradient for tabular softmax, the Fisher returned dense / block-sparse) and
-``sparse-S100000-A4`` (values and visitation of a sparse model).
+``sparse-S100000-A4`` (values and visitation of a sparse model); ``lqr-n11-m3`` (LQR J + gradient +
+Fisher at Hopper sizes, against a finite-difference gradient).
 """
 
 import numpy as np
@@ -87,3 +88,49 @@ def test_sparse_loop_reference(benchmark, sparse_problem):
         return v
 
     benchmark.pedantic(loop, rounds=3, iterations=1, warmup_rounds=0)
+
+
+@pytest.fixture(scope="module")
+def lqr_problem():
+    import pgtheory.lqr as lqr
+
+    rng = np.random.default_rng(0)
+    n, m = 11, 3  # Hopper-v5: 11-dimensional observation, 3 actuators
+    A = rng.normal(size=(n, n))
+    A *= 0.9 / np.abs(np.linalg.eigvals(A)).max()
+    B = rng.normal(size=(n, m))
+    model = lqr.LQRModel(A=A, B=B, Q=np.eye(n), R=np.eye(m), W=0.01 * np.eye(n),
+                         Sigma0=np.eye(n), gamma=0.99)
+    K = np.zeros((m, n))
+    return lqr, model, K, np.full(m, -0.5)
+
+
+def test_lqr_pgtheory(benchmark, lqr_problem):
+    lqr, model, K, ls = lqr_problem
+    benchmark.group = "lqr-n11-m3"
+
+    def ours():
+        return (lqr.expected_return(model, K, ls), lqr.policy_gradient(model, K, ls),
+                lqr.fisher_matrix(model, K, ls))
+
+    benchmark.pedantic(ours, rounds=20, iterations=1, warmup_rounds=2)
+
+
+def test_lqr_loop_reference_finite_differences(benchmark, lqr_problem):
+    # the peer: J plus a central finite-difference gradient (72 evaluations of J), the route
+    # one takes without the closed-form gradient; the Fisher as in pgtheory
+    lqr, model, K, ls = lqr_problem
+    benchmark.group = "lqr-n11-m3"
+
+    def fd():
+        th = np.concatenate([K.ravel(), ls])
+        g = np.zeros_like(th)
+        for i in range(th.size):
+            e = np.zeros_like(th)
+            e[i] = 1e-5
+            hi, lo = th + e, th - e
+            g[i] = (lqr.expected_return(model, hi[:33].reshape(3, 11), hi[33:])
+                    - lqr.expected_return(model, lo[:33].reshape(3, 11), lo[33:])) / 2e-5
+        return lqr.expected_return(model, K, ls), g, lqr.fisher_matrix(model, K, ls)
+
+    benchmark.pedantic(fd, rounds=5, iterations=1, warmup_rounds=1)
