@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench accuracy lint clean
+.PHONY: setup demo test bench accuracy fpr lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench: $(STAMP)
 
 accuracy: $(STAMP)
 	$(PY) tests/benchmarks/accuracy.py
+
+fpr: $(STAMP)
+	$(PY) tests/benchmarks/false_positive_rate.py 100
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

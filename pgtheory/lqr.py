@@ -316,7 +316,12 @@ def action_values(model: LQRModel, K, log_sigma, x, u) -> np.ndarray:
 
 
 def advantages(model: LQRModel, K, log_sigma, x, u) -> np.ndarray:
-    """Exact ``A(x, u) = Q(x, u) - V(x)``; shapes as :func:`action_values`.
+    """Exact ``A(x, u) = Q(x, u) - V(x)``.
+
+    Returns
+    -------
+    ndarray, shape (...)
+        Reward units; ``E_{u ~ pi(.|x)}[A(x, u)] = 0``.
 
     Raises
     ------
