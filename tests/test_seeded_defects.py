@@ -16,8 +16,11 @@ import test_evaluation as t_eval
 import test_examples as t_ex
 import test_gradients as t_grad
 import test_lqr as t_lqr
+import test_oracles_foundation as t_orc
 import test_symbolic_references as t_sym
 
+import oracles
+import oracles.envs as oenv
 import pgtheory as pg
 import pgtheory.evaluation as ev
 import pgtheory.lqr as lqr
@@ -182,6 +185,26 @@ def lqr_natural_is_vanilla(model, K, log_sigma):
     return ORIG_LQR["policy_gradient"](model, K, log_sigma)
 
 
+ORIG_PROBE = oenv.probe_mdp
+
+
+def probe3_reward_first(k, *, gamma=0.9):
+    # the discounting probe with its reward on the first step: no discounting left to test
+    mdp = ORIG_PROBE(k, gamma=gamma)
+    if k != 3:
+        return mdp
+    R = np.zeros_like(mdp.R)
+    R[0, 0] = 1.0
+    return pg.TabularMDP(P=mdp.P, R=R, gamma=gamma, mu=mdp.mu, terminal=mdp.terminal)
+
+
+class EnvRewardFromNextState(oenv.TabularEnv):
+    # reward timing slip: R[s_{t+1}, a_t] paid instead of R[s_t, a_t]
+    def step(self, action):
+        obs, _, term, trunc, info = super().step(action)
+        return obs, float(self.mdp.R[info["state"], int(action)]), term, trunc, info
+
+
 MUTANTS = [
     # (id, [(module, attribute, replacement)], [checks that must fail (callable, kwargs)])
     ("gae-truncation-as-termination", [(pg, "gae", gae_no_truncation_bootstrap)],
@@ -246,6 +269,10 @@ MUTANTS = [
      [(t_lqr.test_return_by_three_routes, {})]),
     ("lqr-natural-gradient-is-vanilla", [(lqr, "natural_gradient", lqr_natural_is_vanilla)],
      [(t_lqr.test_natural_gradient_removes_state_covariance, {})]),
+    ("probe3-reward-on-first-step", [(oenv, "probe_mdp", probe3_reward_first)],
+     [(t_orc.test_probe_solutions_match_closed_forms, {})]),
+    ("env-reward-from-next-state", [(oracles, "TabularEnv", EnvRewardFromNextState)],
+     [(t_orc.test_tabular_env_follows_the_model_exactly, {})]),
     ("pdl-with-old-visitation", [(pg, "performance_difference", pdl_with_old_visitation)],
      [(t_bounds.test_performance_difference_three_forms_agree, {})]),
 ]
