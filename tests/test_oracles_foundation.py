@@ -89,10 +89,10 @@ def test_tabular_env_follows_the_model_exactly():
     mdp = pg.TabularMDP(P=P, R=R, gamma=0.9, mu=np.r_[np.full(5, 0.2), 0.0],
                         terminal=np.r_[np.zeros(5, bool), True])
     env = oracles.TabularEnv(mdp, observation="discrete")
-    s, info = env.reset(seed=3)
+    s, _ = env.reset(seed=3)
     for _ in range(200):
         a = int(rng.integers(A))
-        s2, r, term, trunc, info = env.step(a)
+        s2, r, term, trunc, _ = env.step(a)
         assert s2 == int(np.argmax(P[s, a])) and r == R[s, a] and not trunc
         assert term == bool(mdp.terminal[s2])
         s = env.reset()[0] if term else s2
@@ -122,8 +122,7 @@ def test_probe_solutions_match_closed_forms():
     for k in range(1, 6):
         env = gym.make(f"pgtheory/Probe{k}-v0")
         obs, _ = env.reset(seed=0)
-        assert obs.shape == (probe_states := oracles.probe_mdp(k).n_states,)
-        del probe_states
+        assert obs.shape == (oracles.probe_mdp(k).n_states,)
 
 
 def test_env_bad_input():
