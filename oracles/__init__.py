@@ -1,11 +1,16 @@
 """Oracles that validate policy-gradient implementations against exact theory.
 
 Built so far (issue 5, in progress): :mod:`oracles.strategies` (exported Hypothesis
-strategies) and :mod:`oracles.envs` (gymnasium oracle environments: ``TabularEnv`` and the five
-probe environments). The check layers, the implementation-under-test protocol and the pytest
-plugin are not built yet; nothing here claims to check an implementation.
+strategies), :mod:`oracles.envs` (gymnasium oracle environments: ``TabularEnv`` and the five
+probe environments), :mod:`oracles.results` (``CheckResult``) and :mod:`oracles.components`
+(layer 1: GAE, returns, lambda-returns, PPO clipped surrogate and value losses with gradients,
+categorical entropy and KL, k1/k2/k3 KL estimators, Gaussian log-prob/entropy/KL, conjugate
+gradient, backtracking line search). Not built yet: the given-the-batch, in-expectation and
+update-level layers, the implementation-under-test protocol and the pytest plugin.
 """
 
 from oracles.envs import PROBE_DESCRIPTIONS, ProbeSolution, TabularEnv, probe_mdp, probe_solution
+from oracles.results import CheckFailed, CheckResult
 
-__all__ = ["PROBE_DESCRIPTIONS", "ProbeSolution", "TabularEnv", "probe_mdp", "probe_solution"]
+__all__ = ["PROBE_DESCRIPTIONS", "CheckFailed", "CheckResult", "ProbeSolution", "TabularEnv",
+           "probe_mdp", "probe_solution"]
