@@ -212,6 +212,19 @@ def _pieces(model: LQRModel, K, log_sigma):
     return K, ls, AK, D, P, WK, float(c)
 
 
+def _discounted_second_moment(model: LQRModel, AK: np.ndarray, WK: np.ndarray) -> np.ndarray:
+    """Unnormalized ``Sigma_gamma = gamma A_K Sigma_gamma A_K^T + Sigma0 + gamma W_K/(1-gamma)``."""
+    g = model.gamma
+    S = sla.solve_discrete_lyapunov(np.sqrt(g) * AK, model.Sigma0 + g * WK / (1.0 - g))
+    return 0.5 * (S + S.T)
+
+
+def _gain_terms(model: LQRModel, K: np.ndarray, P: np.ndarray):
+    """``H = R + gamma B^T P B`` and ``E_K = H K - gamma B^T P A``."""
+    H = model.R + model.gamma * model.B.T @ P @ model.B
+    return H, H @ K - model.gamma * model.B.T @ P @ model.A
+
+
 @dataclasses.dataclass(frozen=True)
 class QuadraticValue:
     """``V(x) = -(x^T P x + c)``.
@@ -357,10 +370,8 @@ def state_second_moment(model: LQRModel, K, log_sigma, *, normalized: bool = Tru
     Fazel et al. (2018), arXiv:1801.05039, Sec. 2 (``Sigma_K``, here discounted and noisy).
     """
     _, _, AK, _, _, WK, _ = _pieces(model, K, log_sigma)
-    g = model.gamma
-    S = sla.solve_discrete_lyapunov(np.sqrt(g) * AK, model.Sigma0 + g * WK / (1.0 - g))
-    S = 0.5 * (S + S.T)
-    return (1.0 - g) * S if normalized else S
+    S = _discounted_second_moment(model, AK, WK)
+    return (1.0 - model.gamma) * S if normalized else S
 
 
 def policy_gradient(model: LQRModel, K, log_sigma) -> tuple[np.ndarray, np.ndarray]:
@@ -385,11 +396,9 @@ def policy_gradient(model: LQRModel, K, log_sigma) -> tuple[np.ndarray, np.ndarr
     discounted noisy version is derived in the module docstring.
     """
     K, ls, AK, _, P, WK, _ = _pieces(model, K, log_sigma)
-    g = model.gamma
-    S = sla.solve_discrete_lyapunov(np.sqrt(g) * AK, model.Sigma0 + g * WK / (1.0 - g))
-    H = model.R + g * model.B.T @ P @ model.B
-    EK = H @ K - g * model.B.T @ P @ model.A
-    return -2.0 * EK @ S, -2.0 * np.exp(2.0 * ls) * np.diag(H) / (1.0 - g)
+    H, EK = _gain_terms(model, K, P)
+    S = _discounted_second_moment(model, AK, WK)
+    return -2.0 * EK @ S, -2.0 * np.exp(2.0 * ls) * np.diag(H) / (1.0 - model.gamma)
 
 
 def fisher_matrix(model: LQRModel, K, log_sigma, *, state_second_moment_=None) -> np.ndarray:
@@ -448,11 +457,9 @@ def natural_gradient(model: LQRModel, K, log_sigma) -> tuple[np.ndarray, np.ndar
     (2001).
     """
     K, ls, _, D, P, _, _ = _pieces(model, K, log_sigma)
-    g = model.gamma
-    H = model.R + g * model.B.T @ P @ model.B
-    EK = H @ K - g * model.B.T @ P @ model.A
-    grad_ls = -2.0 * np.exp(2.0 * ls) * np.diag(H) / (1.0 - g)
-    return -2.0 * D @ EK / (1.0 - g), grad_ls / 2.0
+    H, EK = _gain_terms(model, K, P)
+    grad_ls = -2.0 * np.exp(2.0 * ls) * np.diag(H) / (1.0 - model.gamma)
+    return -2.0 * D @ EK / (1.0 - model.gamma), grad_ls / 2.0
 
 
 def kl_divergence(model: LQRModel, K, log_sigma, K_new, log_sigma_new, *,
@@ -515,12 +522,12 @@ def surrogate(model: LQRModel, K, log_sigma, K_new, log_sigma_new) -> float:
     K, _, AK, D, P, WK, c = _pieces(model, K, log_sigma)
     K2, l2 = _policy(model, K_new, log_sigma_new, suffix="_new")
     g = model.gamma
-    S = sla.solve_discrete_lyapunov(np.sqrt(g) * AK, model.Sigma0 + g * WK / (1.0 - g))
+    S = _discounted_second_moment(model, AK, WK)
     A2 = model.A - model.B @ K2
     M = model.Q + K2.T @ model.R @ K2 + g * A2.T @ P @ A2 - P
     D2 = np.diag(np.exp(2.0 * l2))
     J = -(np.trace(P @ model.Sigma0) + c)
-    H = model.R + g * model.B.T @ P @ model.B
+    H, _ = _gain_terms(model, K, P)
     return float(J - np.trace(M @ S) - np.trace(H @ (D2 - D)) / (1.0 - g))
 
 
