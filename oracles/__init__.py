@@ -5,8 +5,11 @@ strategies), :mod:`oracles.envs` (gymnasium oracle environments: ``TabularEnv`` 
 probe environments), :mod:`oracles.results` (``CheckResult``) and :mod:`oracles.components`
 (layer 1: GAE, returns, lambda-returns, PPO clipped surrogate and value losses with gradients,
 categorical entropy and KL, k1/k2/k3 KL estimators, Gaussian log-prob/entropy/KL, conjugate
-gradient, backtracking line search). Not built yet: the given-the-batch, in-expectation and
-update-level layers, the implementation-under-test protocol and the pytest plugin.
+gradient, backtracking line search), and the first in-expectation check
+(:mod:`oracles.expectation`: advantage estimates against the exact GAE expectation, Holm-
+corrected, false-positive rate measured). Not built yet: the given-the-batch and update-level
+layers, the other in-expectation checks (returns, gradient estimators, critics), the
+implementation-under-test protocol and the pytest plugin.
 """
 
 from oracles.envs import PROBE_DESCRIPTIONS, ProbeSolution, TabularEnv, probe_mdp, probe_solution
