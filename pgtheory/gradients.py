@@ -22,7 +22,6 @@ Scale conventions
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import numpy as np
 import scipy.linalg as sla
@@ -485,8 +484,6 @@ def ppo_objective(mdp: TabularMDP, param, theta, theta_old, *, clip_range: float
     Eq. (7).
     """
     eps = check_positive(clip_range, "clip_range")
-    if not isinstance(clip_range, numbers.Real):
-        raise InvalidArgumentError(f"clip_range: expected a real number, received {clip_range!r}")
     _check_param(mdp, param)
     pi = param.probs(theta)
     pi_old = param.probs(theta_old)

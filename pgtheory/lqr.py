@@ -48,8 +48,10 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import gymnasium as gym
 import numpy as np
 import scipy.linalg as sla
+from gymnasium import spaces
 
 from pgtheory._validation import as_float_array, check_gamma, check_positive, check_positive_int
 from pgtheory.errors import InvalidArgumentError
@@ -713,8 +715,6 @@ def finite_horizon_return(model: LQRModel, K, log_sigma, horizon: int) -> float:
 
 
 # ------------------------------------------------------------------- gymnasium env
-import gymnasium as gym  # noqa: E402  (after the pure-math part on purpose)
-from gymnasium import spaces  # noqa: E402
 
 
 def double_integrator(*, gamma: float = 0.95, dt: float = 0.1) -> LQRModel:

@@ -15,7 +15,7 @@ import sympy as sp
 from sympy import QQ
 from sympy.polys.fields import field
 
-from proofs._core import Theorem, Verdict, equality, failed, proved
+from proofs._core import Theorem, Verdict, failed, proved
 
 NAMES = "gamma m p00 p01 p10 p11 r00 r01 r10 r11 x0 x1 y0 y1 f00 f01 f10 f11"
 
@@ -209,4 +209,4 @@ def symbolic_quantities():
                 grad=[[ex(q) for q in row] for row in grad])
 
 
-__all__ = ["THEOREMS", "equality", "symbolic_quantities"]
+__all__ = ["THEOREMS", "evaluate", "symbolic_mdp", "symbolic_quantities"]
