@@ -53,7 +53,13 @@ import numpy as np
 import scipy.linalg as sla
 from gymnasium import spaces
 
-from pgtheory._validation import as_float_array, check_gamma, check_positive, check_positive_int
+from pgtheory._validation import (
+    as_float_array,
+    check_gamma,
+    check_positive,
+    check_positive_int,
+    ensure_finite_result,
+)
 from pgtheory.errors import InvalidArgumentError
 
 __all__ = [
@@ -685,7 +691,8 @@ def finite_horizon_return(model: LQRModel, K, log_sigma, horizon: int) -> float:
     """Exact ``E[sum_{t<T} gamma^t r_t]`` for episodes cut after ``T`` steps (any ``K``).
 
     ``-sum_t gamma^t [tr((Q + K^T R K) S_t) + tr(R D)]`` with ``S_0 = Sigma0``,
-    ``S_{t+1} = A_K S_t A_K^T + W_K`` (no stability requirement).
+    ``S_{t+1} = A_K S_t A_K^T + W_K`` (no stability requirement), propagated as the discounted
+    moments ``gamma^t S_t`` so that loops stable only under the discount do not overflow.
 
     Returns
     -------
@@ -696,6 +703,8 @@ def finite_horizon_return(model: LQRModel, K, log_sigma, horizon: int) -> float:
     ------
     InvalidArgumentError
         Shapes, non-finite values, ``horizon`` not a positive integer.
+    NonFiniteResultError
+        The cost overflows float64 (a loop unstable even under the discount, long horizon).
 
     References
     ----------
@@ -707,10 +716,18 @@ def finite_horizon_return(model: LQRModel, K, log_sigma, horizon: int) -> float:
     AK = model.A - model.B @ K
     WK = model.W + model.B @ D @ model.B.T
     M = model.Q + K.T @ model.R @ K
-    S, total = model.Sigma0.copy(), 0.0
-    for t in range(T):
-        total += model.gamma**t * (np.trace(M @ S) + np.trace(model.R @ D))
-        S = AK @ S @ AK.T + WK
+    g = model.gamma
+    # discounted moments S~_t = gamma^t E[x_t x_t^T] stay bounded whenever the loop is stable
+    # under the discount, even if E[x_t x_t^T] itself grows
+    S, coef, total = model.Sigma0.copy(), 1.0, 0.0
+    cost_u = float(np.trace(model.R @ D))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(T):
+            total += float(np.trace(M @ S)) + coef * cost_u
+            S = g * (AK @ S @ AK.T) + (g * coef) * WK
+            coef *= g
+    ensure_finite_result(np.array(total), "finite_horizon_return (the closed loop grows faster "
+                                          "than the discount shrinks over this horizon)")
     return float(-total)
 
 

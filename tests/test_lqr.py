@@ -358,3 +358,20 @@ def test_env_rejects_bad_action():
         env.step(np.zeros(3))
     with pytest.raises(TypeError, match="LQRModel"):
         lqr.LinearQuadraticEnv(model="double integrator")
+
+
+def test_finite_horizon_return_when_stable_only_under_the_discount():
+    # regression (found by the thorough profile): rho(A_K) > 1 > rho(sqrt(gamma) A_K); the
+    # undiscounted second moments overflow, the discounted sum is finite and equals J as T grows
+    model, K, ls = random_problem(5947)
+    AK = model.A - model.B @ K
+    assert np.abs(np.linalg.eigvals(AK)).max() > 1.0
+    assert lqr.finite_horizon_return(model, K, ls, 3000) == pytest.approx(
+        lqr.expected_return(model, K, ls), rel=1e-9)
+
+
+def test_finite_horizon_overflow_is_reported_not_propagated():
+    from pgtheory.errors import NonFiniteResultError
+
+    with pytest.raises(NonFiniteResultError, match="grows faster than the discount"):
+        lqr.finite_horizon_return(MODEL, np.array([[-80.0, -80.0]]), LS0, 5000)
