@@ -15,7 +15,7 @@ import numpy as np
 from scipy.special import rel_entr
 
 from pgtheory._validation import DEFAULT_ATOL, check_unit_interval
-from pgtheory.evaluation import solve_bellman
+from pgtheory.evaluation import solve_bellman, values_and_visitation
 from pgtheory.mdp import TabularMDP
 
 __all__ = [
@@ -32,10 +32,10 @@ __all__ = [
 
 
 def _values_and_advantages(mdp: TabularMDP, p: np.ndarray):
-    P_pi = mdp.transition_matrix(p)
-    v = solve_bellman(mdp, P_pi, mdp.policy_reward(p), discount=mdp.gamma)
+    """``(V_pi, A_pi, rho_pi)`` of a validated policy from one factorization."""
+    v, rho = values_and_visitation(mdp, p)
     adv = mdp.R + mdp.gamma * mdp.next_state_expectation(v) - v[:, None]
-    return v, adv, P_pi
+    return v, adv, rho
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +126,7 @@ def surrogate(mdp: TabularMDP, pi, pi_new, *, atol: float = DEFAULT_ATOL) -> flo
     """
     p = mdp.check_policy(pi, atol=atol)
     q = mdp.check_policy(pi_new, name="pi_new", atol=atol)
-    v, adv, P_pi = _values_and_advantages(mdp, p)
-    rho = solve_bellman(mdp, P_pi, mdp.mu, discount=mdp.gamma, transpose=True)
+    v, adv, rho = _values_and_advantages(mdp, p)
     return float(mdp.mu @ v + rho @ np.einsum("sa,sa->s", q, adv))
 
 
@@ -187,8 +186,7 @@ def trpo_lower_bound(mdp: TabularMDP, pi, pi_new, *, atol: float = DEFAULT_ATOL)
     """
     p = mdp.check_policy(pi, atol=atol)
     q = mdp.check_policy(pi_new, name="pi_new", atol=atol)
-    v, adv, P_pi = _values_and_advantages(mdp, p)
-    rho = solve_bellman(mdp, P_pi, mdp.mu, discount=mdp.gamma, transpose=True)
+    v, adv, rho = _values_and_advantages(mdp, p)
     L = float(mdp.mu @ v + rho @ np.einsum("sa,sa->s", q, adv))
     live = ~mdp.terminal
     eps = float(np.abs(adv[live]).max())
@@ -271,8 +269,7 @@ def cpi_lower_bound(mdp: TabularMDP, pi, pi_prime, alpha: float, *,
     p = mdp.check_policy(pi, atol=atol)
     pp = mdp.check_policy(pi_prime, name="pi_prime", atol=atol)
     g = mdp.gamma
-    v, adv, P_pi = _values_and_advantages(mdp, p)
-    rho = solve_bellman(mdp, P_pi, mdp.mu, discount=g, transpose=True)
+    v, adv, rho = _values_and_advantages(mdp, p)
     gain = np.einsum("sa,sa->s", pp, adv)
     policy_adv = float((1.0 - g) * rho @ gain)
     eps = float(np.abs(gain[~mdp.terminal]).max())
@@ -335,8 +332,8 @@ def cpo_lower_bound(mdp: TabularMDP, pi, pi_new, *, atol: float = DEFAULT_ATOL) 
     p = mdp.check_policy(pi, atol=atol)
     q = mdp.check_policy(pi_new, name="pi_new", atol=atol)
     g = mdp.gamma
-    v, adv, P_pi = _values_and_advantages(mdp, p)
-    d = (1.0 - g) * solve_bellman(mdp, P_pi, mdp.mu, discount=g, transpose=True)
+    v, adv, rho = _values_and_advantages(mdp, p)
+    d = (1.0 - g) * rho
     gain = np.einsum("sa,sa->s", q, adv)
     eps = float(np.abs(gain[~mdp.terminal]).max())
     tv = 0.5 * np.abs(p - q).sum(axis=1) * (~mdp.terminal)
