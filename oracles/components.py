@@ -182,6 +182,11 @@ def check_gae(gae_fn: Callable, *, gamma: float = 0.99, lam: float = 0.95, n_bat
     -------
     CheckResult
 
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
+
     References
     ----------
     Schulman et al. (2016), arXiv:1506.02438v6, Eq. (16); shared/BUGS.md.
@@ -219,6 +224,11 @@ def check_discounted_returns(returns_fn: Callable, *, gamma: float = 0.99, n_bat
     -------
     CheckResult
 
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
+
     References
     ----------
     Sutton & Barto (2018), Eq. (3.9); shared/BUGS.md (truncation, done indexing).
@@ -254,6 +264,11 @@ def check_lambda_returns(lambda_returns_fn: Callable, *, gamma: float = 0.99, la
     Returns
     -------
     CheckResult
+
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
 
     References
     ----------
@@ -346,6 +361,11 @@ def check_clipped_surrogate_loss(loss_fn: Callable, *, clip_range: float = 0.2,
     -------
     CheckResult
 
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
+
     References
     ----------
     Schulman et al. (2017), arXiv:1707.06347v2, Eq. (7); proofs theorem ppo_clip_gradient.
@@ -394,6 +414,11 @@ def check_clipped_value_loss(loss_fn: Callable, *, clip_range: float = 0.2, n_ba
     Returns
     -------
     CheckResult
+
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
 
     References
     ----------
@@ -444,6 +469,11 @@ def check_categorical_entropy(entropy_fn: Callable, *, n_batches: int = 10, seed
     -------
     CheckResult
 
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
+
     References
     ----------
     Cover & Thomas (2006), Sec. 2.1; shared/BUGS.md (entropy).
@@ -473,6 +503,11 @@ def check_categorical_kl(kl_fn: Callable, *, n_batches: int = 10, seed: int = 0,
     Returns
     -------
     CheckResult
+
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
 
     References
     ----------
@@ -569,6 +604,11 @@ def check_gaussian_log_prob(log_prob_fn: Callable, *, n_batches: int = 10, seed:
     -------
     CheckResult
 
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
+
     References
     ----------
     proofs quantity gaussian_log_prob; shared/BUGS.md (log-prob: log-std treated as
@@ -594,6 +634,11 @@ def check_gaussian_entropy(entropy_fn: Callable, *, n_batches: int = 10, seed: i
     Returns
     -------
     CheckResult
+
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
 
     References
     ----------
@@ -622,6 +667,11 @@ def check_gaussian_kl(kl_fn: Callable, *, n_batches: int = 10, seed: int = 0, rt
     Returns
     -------
     CheckResult
+
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
 
     References
     ----------
@@ -680,6 +730,11 @@ def check_conjugate_gradient(cg_fn: Callable, *, n_problems: int = 10, seed: int
     -------
     CheckResult
 
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
+
     References
     ----------
     Hestenes & Stiefel (1952); Nocedal & Wright (2006), Algorithm 5.2; TRPO App. C.
@@ -716,6 +771,11 @@ def check_backtracking_line_search(line_search_fn: Callable) -> CheckResult:
     Returns
     -------
     CheckResult
+
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
 
     References
     ----------

@@ -87,6 +87,10 @@ def samples_from_rollouts(batches: list[RolloutBatch], advantages: list) -> Adva
     ------
     ValueError
         Mismatched lengths or shapes.
+
+    References
+    ----------
+    Module docstring (independent rollout buffers as units of replication).
     """
     if len(batches) != len(advantages):
         raise ValueError(f"advantages: expected one array per batch ({len(batches)}), received "
@@ -118,6 +122,10 @@ def holm(p_values) -> np.ndarray:
     -------
     ndarray
         Adjusted p-values in the input order.
+
+    Raises
+    ------
+    Nothing; NaN p-values propagate to their adjusted values.
 
     References
     ----------
@@ -166,6 +174,11 @@ def check_advantage_expectation(mdp: pg.TabularMDP, pi, values, lam: float,
     CheckResult
         ``p_value`` is the smallest Holm-adjusted p-value; on failure the explanation names
         the most biased group and its mean residual.
+
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
+    failed :class:`~oracles.results.CheckResult`.
 
     References
     ----------

@@ -67,6 +67,16 @@ def tabular_mdps(draw, *, min_states: int = 1, max_states: int = 6, min_actions:
     Shrinks towards: one state, one action, gamma = ``min_gamma``, every transition to
     state 0, zero rewards, no terminal states, ``mu`` on state 0.
 
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        Drawing gives a pgtheory.TabularMDP.
+
+    References
+    ----------
+    Conventions of ``hypothesis.extra.numpy`` (Hypothesis documentation); pgtheory's array
+    conventions (:mod:`pgtheory.mdp`).
+
     Raises
     ------
     InvalidArgument
@@ -110,6 +120,16 @@ def policies(draw, *, n_states: int, n_actions: int, min_prob: float = 0.0):
     Guarantees every probability is ``>= min_prob`` (mixing with the uniform policy).
     Shrinks towards the deterministic policy "always action 0" (mixed with ``min_prob``).
 
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        Drawing gives a ndarray, shape (n_states, n_actions).
+
+    References
+    ----------
+    Conventions of ``hypothesis.extra.numpy`` (Hypothesis documentation); pgtheory's array
+    conventions (:mod:`pgtheory.mdp`).
+
     Raises
     ------
     InvalidArgument
@@ -127,6 +147,16 @@ def policies(draw, *, n_states: int, n_actions: int, min_prob: float = 0.0):
 def softmax_parameters(draw, *, n_states: int, n_actions: int, max_abs: float = 4.0):
     """Flat logits for :class:`pgtheory.TabularSoftmax`, length ``n_states * n_actions``,
     entries in ``[-max_abs, max_abs]``. Shrinks towards all zeros (the uniform policy).
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        Drawing gives a ndarray, shape (n_states * n_actions,).
+
+    References
+    ----------
+    Conventions of ``hypothesis.extra.numpy`` (Hypothesis documentation); pgtheory's array
+    conventions (:mod:`pgtheory.mdp`).
 
     Raises
     ------
@@ -213,6 +243,16 @@ def rollout_batches(draw, *, mdp: pg.TabularMDP, policy, min_steps: int = 1,
 
     Shrinks towards: T = ``min_steps``, N = ``min_envs``, simulation seed 0.
 
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        Drawing gives a RolloutBatch.
+
+    References
+    ----------
+    Conventions of ``hypothesis.extra.numpy`` (Hypothesis documentation); pgtheory's array
+    conventions (:mod:`pgtheory.mdp`).
+
     Raises
     ------
     InvalidArgument
@@ -242,6 +282,16 @@ def lqr_models(draw, *, min_state_dim: int = 1, max_state_dim: int = 4,
 
     Guarantees symmetric PSD ``Q``, ``W``, ``Sigma0`` and PD ``R``. Shrinks towards the
     smallest dimensions, gamma = ``min_gamma`` and generator seed 0.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        Drawing gives a pgtheory.lqr.LQRModel.
+
+    References
+    ----------
+    Conventions of ``hypothesis.extra.numpy`` (Hypothesis documentation); pgtheory's array
+    conventions (:mod:`pgtheory.mdp`).
 
     Raises
     ------

@@ -49,6 +49,10 @@ def prove(names=None, *, on_result=None) -> list[tuple[Theorem, Verdict]]:
     ------
     KeyError
         An unknown theorem name (the message lists the known ones).
+
+    References
+    ----------
+    Each theorem's ``source`` field.
     """
     chosen = list(THEOREMS) if names is None else list(names)
     unknown = [n for n in chosen if n not in THEOREMS]

@@ -130,7 +130,20 @@ class FormulaCheck:
 
 
 def list_quantities() -> list[Quantity]:
-    """The quantities :func:`check_formula` knows, with their symbols and references."""
+    """The quantities :func:`check_formula` knows, with their symbols and references.
+
+    Returns
+    -------
+    list of Quantity
+
+    Raises
+    ------
+    Nothing.
+
+    References
+    ----------
+    Each quantity's ``source`` field.
+    """
     return list(QUANTITIES.values())
 
 
@@ -179,6 +192,10 @@ def check_formula(quantity: str, expression: str, *, n_points: int = 60,
     ------
     FormulaError
         Unknown quantity, unparsable text, or symbols other than the documented ones.
+
+    References
+    ----------
+    The quantity's ``source``; the theorems of :mod:`proofs`.
     """
     if quantity not in QUANTITIES:
         raise FormulaError(f"quantity: expected one of {sorted(QUANTITIES)}, received "
