@@ -1,0 +1,687 @@
+"""Layer 2, given the batch: what an implementation applied on its own batch, recomputed exactly.
+
+Every check takes the agent and the :class:`~oracles.protocol.Iteration` records it produced
+and recomputes, with autograd on the agent's *own* network at the *recorded* parameters and on
+the *same* samples, what the update should have been. No MDP model is needed, so these checks
+run on any environment (MuJoCo included). Deterministic: tolerances absorb float32 rounding.
+
+* :func:`check_batch_advantages` -- stored advantages against GAE recomputed from the stored
+  rewards and flags and the critic at collection time (bootstrapping from the final
+  observation on truncation, never on termination).
+* :func:`check_batch_returns` -- stored critic targets against advantages + values.
+* :func:`check_policy_gradients` -- every recorded optimizer step's actor gradient against the
+  gradient of the canonical policy loss (PPO clipped surrogate or ``-mean(A log pi)``, plus
+  the entropy bonus) on that minibatch, equal up to a positive scalar (gradient-norm clipping,
+  sum vs mean); reports which canonical variant matched (advantage normalization on or off).
+* :func:`check_value_gradients` -- the critic's gradient against the squared-error loss.
+* :func:`check_trpo_steps` -- the actor step against ``(F + lambda I)^{-1} g`` with ``F`` the
+  batch Fisher (Hessian of the mean KL, built by autograd), its length against
+  ``beta c^j`` with ``beta = sqrt(2 delta / x^T (F + lambda I) x)``, the batch KL of the
+  accepted step against delta, and the surrogate improvement.
+
+References: Schulman et al. (2015), arXiv:1502.05477v5, Sec. 6 and App. C; Schulman et al.
+(2016), arXiv:1506.02438v6, Eq. (16); Schulman et al. (2017), arXiv:1707.06347v2, Eqs. (7), (9);
+shared/BUGS.md for the defect classes named in failure messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+import pgtheory as pg
+from oracles.components import GAE_VARIANTS
+from oracles.protocol import Iteration, restore, snapshot
+from oracles.results import CheckResult
+
+__all__ = ["check_batch_advantages", "check_batch_returns", "check_policy_gradients",
+           "check_trpo_steps", "check_value_gradients", "parameter_roles"]
+
+LAYER = "given_the_batch"
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+@contextlib.contextmanager
+def parameters_set(agent, values: dict) -> Iterator[dict]:
+    """Temporarily load ``values`` into the agent's parameters; always restore them."""
+    live = agent.named_parameters()
+    saved = snapshot(live)
+    restore(live, values)
+    try:
+        yield live
+    finally:
+        restore(live, saved)
+
+
+def parameter_roles(agent, observations) -> dict[str, str]:
+    """Classify parameters as ``actor``, ``critic`` or ``shared`` by autograd dependence.
+
+    A parameter is an actor parameter when the log-probabilities depend on it, a critic
+    parameter when the values do, shared when both do.
+
+    Returns
+    -------
+    dict[str, str]
+        Parameter name -> role (parameters that neither depends on are absent).
+
+    Raises
+    ------
+    Nothing: an agent without ``value`` has no critic parameters.
+    """
+    torch = _torch()
+    named = agent.named_parameters()
+    names = list(named)
+    obs = torch.as_tensor(observations)
+    dist = agent.distribution(obs)
+    lp = dist.log_prob(dist.sample()).sum()
+    ga = torch.autograd.grad(lp, [named[n] for n in names], allow_unused=True)
+    gc: tuple = (None,) * len(names)
+    if callable(getattr(agent, "value", None)):
+        gc = torch.autograd.grad(agent.value(obs).sum(), [named[n] for n in names],
+                                 allow_unused=True)
+    roles = {}
+    for n, a, c in zip(names, ga, gc, strict=True):
+        if a is not None and c is not None:
+            roles[n] = "shared"
+        elif a is not None:
+            roles[n] = "actor"
+        elif c is not None:
+            roles[n] = "critic"
+    return roles
+
+
+def _finite(x) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(x, dtype=float))))
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
+
+
+# ------------------------------------------------------------------ advantages
+def _critic_values(agent, iteration: Iteration) -> tuple[np.ndarray, np.ndarray] | None:
+    torch = _torch()
+    if not callable(getattr(agent, "value", None)):
+        return None
+    r = iteration.rollout
+    T, N = r.shape
+    with parameters_set(agent, iteration.parameters_at_collection), torch.no_grad():
+        v = _np(agent.value(torch.as_tensor(r.flat("observations")))).reshape(T, N)
+        nv = _np(agent.value(torch.as_tensor(r.flat("next_observations")))).reshape(T, N)
+    return v, nv
+
+
+def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
+                           gae_lambda: float = 1.0, rtol: float = 1e-4,
+                           atol: float = 1e-4) -> CheckResult:
+    """Stored advantages against GAE recomputed on the same rollout with the same critic.
+
+    Parameters
+    ----------
+    agent
+        A protocol agent (``value`` optional: without it the baseline is 0 and the estimate is
+        the reward-to-go).
+    iterations : list of Iteration
+    gamma, gae_lambda : float
+        The implementation's declared discount and lambda.
+    rtol, atol : float
+        Tolerance (reward units; float32 implementations round at about 1e-6).
+
+    Returns
+    -------
+    CheckResult
+        On failure the explanation names the defect class that reproduces the stored
+        advantages (from :data:`oracles.components.GAE_VARIANTS`, plus bootstrapping from the
+        reset observation), or says that none does.
+
+    Raises
+    ------
+    Nothing for a faulty implementation: its exceptions and NaN are reported as failures.
+
+    References
+    ----------
+    Schulman et al. (2016), arXiv:1506.02438v6, Eq. (16); :func:`pgtheory.gae`.
+    """
+    name = "given_the_batch.advantages"
+    checked = 0
+    for k, it in enumerate(iterations):
+        r = it.rollout
+        if not _finite(r.advantages):
+            return CheckResult(name, LAYER, "fail", "finite advantages", "NaN/inf",
+                               f"iteration {k}: the stored advantages contain NaN or inf")
+        try:
+            vals = _critic_values(agent, it)
+        except Exception as exc:
+            return CheckResult(name, LAYER, "fail", "critic values", type(exc).__name__,
+                               f"the agent's value() raised {exc!r}")
+        T, N = r.shape
+        v, nv = vals if vals is not None else (np.zeros((T, N)), np.zeros((T, N)))
+        if r.values is not None and vals is not None and not np.allclose(
+                r.values, v, rtol=rtol, atol=atol):
+            i = np.unravel_index(np.argmax(np.abs(r.values - v)), v.shape)
+            return CheckResult(name, LAYER, "fail", f"{v[i]:.6g}", f"{r.values[i]:.6g}",
+                               f"iteration {k}: the stored values are not the critic's values "
+                               f"at collection time (step {i[0]}, env {i[1]}): values computed "
+                               f"after an update, or for the wrong observations")
+        inputs = dict(rewards=np.asarray(r.rewards, float), values=v, next_values=nv,
+                      terminated=np.asarray(r.terminated, bool),
+                      truncated=np.asarray(r.truncated, bool), gamma=gamma, lam=gae_lambda)
+        want = pg.gae(inputs["rewards"], v, inputs["terminated"], inputs["truncated"], gamma,
+                      gae_lambda, next_values=nv)
+        got = np.asarray(r.advantages, float)
+        checked += got.size
+        if np.allclose(got, want, rtol=rtol, atol=atol):
+            continue
+        # the observation after an episode end in the buffer is the reset one
+        reset_next = np.concatenate([v[1:], nv[-1:]], axis=0)
+        ended = inputs["terminated"] | inputs["truncated"]
+        variants = [*GAE_VARIANTS, (
+            "bootstrap from the reset observation instead of the final observation at episode "
+            "ends (BUGS.md: truncation; gymnasium autoreset)",
+            lambda ended=ended, reset_next=reset_next, **kw: pg.gae(
+                kw["rewards"], kw["values"], kw["terminated"], kw["truncated"], kw["gamma"],
+                kw["lam"], next_values=np.where(ended, reset_next, kw["next_values"])))]
+        why = "no known defect reproduces them"
+        for label, fn in variants:
+            try:
+                if np.allclose(got, fn(**inputs), rtol=rtol, atol=atol):
+                    why = f"reproduced by: {label}"
+                    break
+            except Exception:  # a variant that does not apply to these inputs
+                continue
+        i = np.unravel_index(np.argmax(np.abs(got - want)), got.shape)
+        return CheckResult(name, LAYER, "fail", f"{want[i]:.6g}", f"{got[i]:.6g}",
+                           f"iteration {k}: stored advantages differ from GAE recomputed on the "
+                           f"same batch (worst at step {i[0]}, env {i[1]}); {why}",
+                           tolerance=rtol)
+    if not checked:
+        return CheckResult(name, LAYER, "skip", "a recorded rollout", "none",
+                           "no iterations were recorded")
+    return CheckResult(name, LAYER, "pass", "GAE of the batch", "equal",
+                       f"{checked} stored advantages equal GAE recomputed from the batch "
+                       f"(gamma {gamma}, lambda {gae_lambda}, bootstrap on truncation only)",
+                       tolerance=rtol)
+
+
+def check_batch_returns(iterations: list[Iteration], *, rtol: float = 1e-4,
+                        atol: float = 1e-4) -> CheckResult:
+    """Stored critic targets against ``advantages + values`` (the lambda-return).
+
+    Returns
+    -------
+    CheckResult
+        Skipped when the rollout has no values or returns.
+
+    Raises
+    ------
+    Nothing for a faulty implementation.
+
+    References
+    ----------
+    Schulman et al. (2016), arXiv:1506.02438v6, Sec. 5 (the lambda-return as value target).
+    """
+    name = "given_the_batch.returns"
+    n = 0
+    for k, it in enumerate(iterations):
+        r = it.rollout
+        if r.returns is None or r.values is None:
+            return CheckResult(name, LAYER, "skip", "values and returns", "not recorded",
+                               "the rollout records no critic values or targets")
+        want = np.asarray(r.advantages, float) + np.asarray(r.values, float)
+        got = np.asarray(r.returns, float)
+        if not _finite(got) or not np.allclose(got, want, rtol=rtol, atol=atol):
+            norm = (r.advantages - r.advantages.mean()) / (r.advantages.std() + 1e-8) + r.values
+            why = ("reproduced by: targets built from normalized advantages"
+                   if np.allclose(got, norm, rtol=rtol, atol=atol) else
+                   "the targets are not advantages + values")
+            i = np.unravel_index(np.nanargmax(np.abs(got - want)), got.shape)
+            return CheckResult(name, LAYER, "fail", f"{want[i]:.6g}", f"{got[i]:.6g}",
+                               f"iteration {k}: value targets differ from advantages + values "
+                               f"at step {i[0]}, env {i[1]}; {why}", tolerance=rtol)
+        n += got.size
+    return CheckResult(name, LAYER, "pass", "advantages + values", "equal",
+                       f"{n} value targets equal advantages + values", tolerance=rtol)
+
+
+# ------------------------------------------------------------------ gradients
+def _normalize(adv, how: str):
+    if how == "none" or adv.numel() < 2:
+        return adv
+    std = adv.std(unbiased=(how == "ddof1"))
+    return (adv - adv.mean()) / (std + 1e-8)
+
+
+def _policy_loss(algorithm: str, logp, logp_old, adv, clip_range: float | None, *,
+                 defect: str = ""):
+    torch = _torch()
+    if algorithm in ("a2c", "reinforce") or clip_range is None:
+        loss = -(adv * logp).mean()
+        return -loss if defect == "sign" else loss
+    ratio = torch.exp(logp_old - logp) if defect == "inverted" else torch.exp(logp - logp_old)
+    if defect == "detached":
+        ratio = ratio.detach()
+    lo, hi = 1 - clip_range, 1 + clip_range
+    clipped = ratio * torch.clamp(adv, lo, hi) if defect == "clip_adv" else \
+        torch.clamp(ratio, lo, hi) * adv
+    if defect == "no_clip":
+        clipped = ratio * adv
+    pick = torch.maximum if defect == "max" else torch.minimum
+    loss = -pick(ratio * adv, clipped).mean()
+    return -loss if defect == "sign" else loss
+
+
+POLICY_DEFECTS = {
+    "max": "min and max swapped in the clipped objective (BUGS.md: ratio / clipping)",
+    "inverted": "ratio inverted, pi_old / pi (BUGS.md: ratio / clipping)",
+    "clip_adv": "clip applied to the advantage (BUGS.md: ratio / clipping)",
+    "no_clip": "clipping never acts (BUGS.md: ratio / clipping)",
+    "sign": "policy loss sign flipped: the objective is minimized",
+    "entropy_sign": "entropy bonus sign flipped: entropy is penalized (BUGS.md: entropy sign)",
+    "no_entropy": "entropy bonus missing although ent_coef > 0",
+}
+
+
+def _flat(named: dict, names: list[str]) -> np.ndarray:
+    return np.concatenate([_np(named[n]).ravel() if named.get(n) is not None
+                           else np.zeros(0) for n in names])
+
+
+def _scaled_match(got: np.ndarray, ref: np.ndarray, rtol: float) -> tuple[bool, float, float]:
+    """Is ``got = c * ref`` with ``c > 0``? Returns (match, c, relative residual)."""
+    gn, rn = float(np.linalg.norm(got)), float(np.linalg.norm(ref))
+    if rn == 0.0 or gn == 0.0:
+        return (gn <= 1e-7 and rn <= 1e-7), 0.0, 0.0 if gn == rn else 1.0
+    c = float(got @ ref) / rn**2
+    resid = float(np.linalg.norm(got - c * ref)) / gn
+    return (c > 0 and resid <= rtol), c, resid
+
+
+def _actor_gradient(agent, update, names, obs, act, logp_old, adv, algorithm, hp, *,
+                    normalization: str, defect: str = "") -> np.ndarray:
+    torch = _torch()
+    named = agent.named_parameters()
+    dist = agent.distribution(obs)
+    a = _normalize(adv, normalization)
+    loss = _policy_loss(algorithm, dist.log_prob(act), logp_old, a, hp.get("clip_range"),
+                        defect=defect)
+    ent_coef = float(hp.get("ent_coef", 0.0) or 0.0)
+    if defect == "entropy_sign":
+        loss = loss + ent_coef * dist.entropy().mean()
+    elif defect != "no_entropy":
+        loss = loss - ent_coef * dist.entropy().mean()
+    grads = torch.autograd.grad(loss, [named[n] for n in names], allow_unused=True)
+    return np.concatenate([_np(g).ravel() if g is not None else np.zeros(named[n].numel())
+                           for n, g in zip(names, grads, strict=True)])
+
+
+def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str, hp: dict,
+                           rtol: float = 1e-3) -> CheckResult:
+    """Every recorded actor gradient against the canonical loss's gradient on its minibatch.
+
+    The canonical loss at the recorded ``parameters_before`` is PPO's clipped surrogate
+    (``algorithm="ppo"``) or ``-mean(A log pi)`` (A2C, REINFORCE), minus ``ent_coef`` times the
+    mean entropy, with the implementation's stored advantages (normalized per minibatch,
+    ``(A - mean) / (std + 1e-8)``, when the variant says so). Agreement is up to a positive
+    scalar (gradient-norm clipping; sum instead of mean). Parameters shared with the critic are
+    excluded (the value loss also moves them).
+
+    Parameters
+    ----------
+    agent, iterations
+        See :mod:`oracles.protocol`.
+    algorithm : str
+    hp : dict
+        The target's hyperparameters (``clip_range``, ``ent_coef``, ``normalize_advantage``).
+    rtol : float
+        Relative residual ``||g - c g_ref|| / ||g||`` allowed (float32 rounding).
+
+    Returns
+    -------
+    CheckResult
+        The explanation reports the matched variant (normalization none / unbiased std /
+        biased std) and the scale; a mismatch names the defect class whose loss reproduces the
+        recorded gradient, or says none does. Declaring ``normalize_advantage`` and doing the
+        opposite fails.
+
+    Raises
+    ------
+    Nothing for a faulty implementation.
+
+    References
+    ----------
+    Schulman et al. (2017), arXiv:1707.06347v2, Eqs. (7), (9); Andrychowicz et al. (2021),
+    arXiv:2006.05990v1 (advantage normalization, gradient clipping).
+    """
+    torch = _torch()
+    name = "given_the_batch.policy_gradient"
+    declared = hp.get("normalize_advantage")
+    n_checked, matched, scales = 0, set(), []
+    for k, it in enumerate(iterations):
+        r = it.rollout
+        obs_all = torch.as_tensor(r.flat("observations"))
+        try:
+            roles = parameter_roles(agent, obs_all[:8])
+        except Exception as exc:
+            return CheckResult(name, LAYER, "fail", "a distribution", type(exc).__name__,
+                               f"the agent's distribution() raised {exc!r}")
+        names = [n for n, role in roles.items() if role == "actor"]
+        act_all = torch.as_tensor(r.flat("actions"))
+        lp_old_all = torch.as_tensor(r.flat("log_probs"))
+        adv_all = torch.as_tensor(r.flat("advantages"))
+        for j, up in enumerate(it.updates):
+            if not any(n in up.gradients for n in names) or len(up.indices) == 0:
+                continue
+            got = _flat(up.gradients, names)
+            if not _finite(got):
+                return CheckResult(name, LAYER, "fail", "finite gradient", "NaN/inf",
+                                   f"iteration {k}, update {j}: the applied gradient contains "
+                                   f"NaN or inf")
+            idx = torch.as_tensor(up.indices)
+            args = (obs_all[idx], act_all[idx], lp_old_all[idx], adv_all[idx], algorithm, hp)
+            with parameters_set(agent, up.parameters_before):
+                hit = None
+                for how in ("none", "ddof1", "ddof0"):
+                    ref = _actor_gradient(agent, up, names, *args, normalization=how)
+                    ok, c, _ = _scaled_match(got, ref, rtol)
+                    if ok:
+                        hit = (how, c)
+                        break
+                if hit is None:
+                    how = "ddof1" if declared else "none"
+                    ref = _actor_gradient(agent, up, names, *args, normalization=how)
+                    _, _, resid = _scaled_match(got, ref, rtol)
+                    why = "no known defect reproduces it"
+                    for defect, label in POLICY_DEFECTS.items():
+                        if defect.startswith(("entropy", "no_entropy")) and not hp.get(
+                                "ent_coef"):
+                            continue
+                        for how2 in ("none", "ddof1", "ddof0"):
+                            alt = _actor_gradient(agent, up, names, *args, normalization=how2,
+                                                  defect=defect)
+                            if _scaled_match(got, alt, rtol)[0]:
+                                why = f"reproduced by: {label}"
+                                break
+                        if why.startswith("reproduced"):
+                            break
+                    return CheckResult(
+                        name, LAYER, "fail", "gradient of the canonical loss",
+                        f"relative residual {resid:.3g}",
+                        f"iteration {k}, update {j} ({up.indices.size} samples): the applied "
+                        f"actor gradient is not a positive multiple of the canonical "
+                        f"{algorithm} loss gradient on the same minibatch; {why}",
+                        tolerance=rtol)
+            n_checked += 1
+            matched.add(hit[0])
+            scales.append(hit[1])
+    if not n_checked:
+        return CheckResult(name, LAYER, "skip", "recorded actor gradients", "none",
+                           "no optimizer step with actor gradients was recorded (a TRPO actor "
+                           "step is checked by given_the_batch.trpo_step)")
+    labels = {"none": "no advantage normalization", "ddof1": "per-minibatch normalization "
+              "(unbiased std)", "ddof0": "per-minibatch normalization (biased std)"}
+    # the two normalizations differ only in scale, so "ddof0" never matches before "ddof1"
+    if declared is not None and ("none" in matched) == bool(declared):
+        return CheckResult(name, LAYER, "fail", f"normalize_advantage={declared}",
+                           ", ".join(labels[m] for m in sorted(matched)),
+                           f"the gradients match {', '.join(labels[m] for m in sorted(matched))}"
+                           f" although the target declares normalize_advantage={declared}",
+                           tolerance=rtol)
+    sc = np.array(scales)
+    return CheckResult(name, LAYER, "pass", "gradient of the canonical loss", "matched",
+                       f"{n_checked} applied actor gradients match the canonical {algorithm} "
+                       f"loss ({', '.join(labels[m] for m in sorted(matched))}; scale "
+                       f"{sc.min():.3g}..{sc.max():.3g}, 1 = mean reduction without clipping)",
+                       tolerance=rtol)
+
+
+def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
+                          rtol: float = 1e-3) -> CheckResult:
+    """Every recorded critic gradient against ``mean((returns - V)^2)`` on its minibatch.
+
+    With ``clip_range_vf`` the PPO clipped value loss ``max((V - R)^2, (V_clip - R)^2)`` is
+    the reference. Agreement up to a positive scalar (vf_coef, 1/2 factors, clipping).
+
+    Returns
+    -------
+    CheckResult
+
+    Raises
+    ------
+    Nothing for a faulty implementation.
+
+    References
+    ----------
+    Mnih et al. (2016), arXiv:1602.01783v2, Alg. S3; Andrychowicz et al. (2021),
+    arXiv:2006.05990v1 (value clipping).
+    """
+    torch = _torch()
+    name = "given_the_batch.value_gradient"
+    n_checked = 0
+    for k, it in enumerate(iterations):
+        r = it.rollout
+        if r.returns is None or not callable(getattr(agent, "value", None)):
+            return CheckResult(name, LAYER, "skip", "a critic", "none",
+                               "the agent has no critic or the rollout records no targets")
+        obs_all = torch.as_tensor(r.flat("observations"))
+        roles = parameter_roles(agent, obs_all[:8])
+        names = [n for n, role in roles.items() if role == "critic"]
+        ret_all = torch.as_tensor(r.flat("returns"))
+        v_old_all = torch.as_tensor(r.flat("values")) if r.values is not None else None
+        clip = hp.get("clip_range_vf")
+        for j, up in enumerate(it.updates):
+            if not any(n in up.gradients for n in names) or len(up.indices) == 0:
+                continue
+            got = _flat(up.gradients, names)
+            if not _finite(got):
+                return CheckResult(name, LAYER, "fail", "finite gradient", "NaN/inf",
+                                   f"iteration {k}, update {j}: the critic gradient contains "
+                                   f"NaN or inf")
+            idx = torch.as_tensor(up.indices)
+
+            def grad_of(target, idx=idx, up=up, names=names, obs_all=obs_all,
+                        v_old_all=v_old_all, clip=clip):
+                with parameters_set(agent, up.parameters_before):
+                    named = agent.named_parameters()
+                    v = agent.value(obs_all[idx])
+                    loss = (v - target) ** 2
+                    if clip is not None and v_old_all is not None:
+                        v_old = v_old_all[idx]
+                        v_clip = v_old + torch.clamp(v - v_old, -clip, clip)
+                        loss = torch.maximum(loss, (v_clip - target) ** 2)
+                    g = torch.autograd.grad(loss.mean(), [named[n] for n in names],
+                                            allow_unused=True)
+                return np.concatenate([_np(x).ravel() if x is not None
+                                       else np.zeros(named[n].numel())
+                                       for n, x in zip(names, g, strict=True)])
+
+            ok, _, resid = _scaled_match(got, grad_of(ret_all[idx]), rtol)
+            if not ok:
+                why = "no known defect reproduces it"
+                adv = torch.as_tensor(r.flat("advantages"))[idx]
+                if _scaled_match(got, grad_of(adv), rtol)[0]:
+                    why = "reproduced by: the advantages used as value targets"
+                elif _scaled_match(got, -grad_of(ret_all[idx]), rtol)[0]:
+                    why = "reproduced by: value loss sign flipped"
+                return CheckResult(name, LAYER, "fail", "gradient of the value loss",
+                                   f"relative residual {resid:.3g}",
+                                   f"iteration {k}, update {j}: the critic gradient is not a "
+                                   f"positive multiple of the squared-error loss gradient; "
+                                   f"{why}", tolerance=rtol)
+            n_checked += 1
+    if not n_checked:
+        return CheckResult(name, LAYER, "skip", "recorded critic gradients", "none",
+                           "no optimizer step with critic gradients was recorded")
+    return CheckResult(name, LAYER, "pass", "gradient of the value loss", "matched",
+                       f"{n_checked} applied critic gradients match the squared-error loss on "
+                       f"their minibatches", tolerance=rtol)
+
+
+# ------------------------------------------------------------------------ TRPO
+def _flat_params(values: dict, names: list[str]) -> np.ndarray:
+    return np.concatenate([_np(values[n]).ravel() for n in names])
+
+
+def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
+                 adv) -> tuple[np.ndarray, np.ndarray, Callable, Callable]:
+    """``F`` (Hessian of the batch mean KL) and ``g`` (surrogate gradient) at ``params``.
+
+    Returns ``(F, g, kl_at, surrogate_at)``; the last two evaluate the batch mean
+    ``KL(pi_params || pi_theta)`` and the surrogate ``mean(ratio A)`` at a flat actor vector.
+    """
+    torch = _torch()
+    with parameters_set(agent, params):
+        named = agent.named_parameters()
+        plist = [named[n] for n in names]
+        with torch.no_grad():
+            old = agent.distribution(obs)
+        dist = agent.distribution(obs)
+        surr = (torch.exp(dist.log_prob(act) - logp_old) * adv).mean()
+        g = np.concatenate([_np(x).ravel() for x in torch.autograd.grad(surr, plist)])
+        kl = torch.distributions.kl_divergence(old, agent.distribution(obs)).mean()
+        gk = torch.cat([x.reshape(-1) for x in torch.autograd.grad(kl, plist,
+                                                                   create_graph=True)])
+        F = np.zeros((gk.numel(), gk.numel()))
+        for i in range(gk.numel()):
+            row = torch.autograd.grad(gk[i], plist, retain_graph=True, allow_unused=True)
+            F[i] = np.concatenate([_np(x).ravel() if x is not None else np.zeros(p.numel())
+                                   for x, p in zip(row, plist, strict=True)])
+    F = 0.5 * (F + F.T)
+
+    def evaluate(flat: np.ndarray) -> tuple[float, float]:
+        vals = dict(params)
+        off = 0
+        for n in names:
+            size = params[n].numel()
+            vals[n] = torch.as_tensor(flat[off:off + size]).reshape(params[n].shape).to(
+                params[n].dtype)
+            off += size
+        with parameters_set(agent, vals), torch.no_grad():
+            d = agent.distribution(obs)
+            kl_v = float(torch.distributions.kl_divergence(old, d).mean())
+            s_v = float((torch.exp(d.log_prob(act) - logp_old) * adv).mean())
+        return kl_v, s_v
+
+    return F, g, (lambda f: evaluate(f)[0]), (lambda f: evaluate(f)[1])
+
+
+def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_tol: float = 1e-3,
+                     length_tol: float = 2e-2, max_params: int = 4096) -> CheckResult:
+    """Each TRPO actor step against the batch's natural gradient, step length and KL bound.
+
+    With ``F`` the Hessian of the batch mean KL at the collection parameters (exact, autograd),
+    ``g`` the surrogate gradient, ``lambda`` = ``cg_damping`` and ``x = (F + lambda I)^{-1} g``:
+
+    * direction: ``cos(step, x) >= 1 - direction_tol``;
+    * length: ``step = beta c^j x`` for an integer ``j >= 0``, ``beta = sqrt(2 delta /
+      x^T (F + lambda I) x)``, ``c`` = ``line_search_shrinking_factor``;
+    * the accepted step has batch mean ``KL(pi_old || pi_new) <= delta`` and improves the
+      surrogate; a rejected step (no move) is wrong when the full step was acceptable.
+
+    Returns
+    -------
+    CheckResult
+        Skipped for actors with more than ``max_params`` parameters (the explicit F).
+
+    Raises
+    ------
+    Nothing for a faulty implementation.
+
+    References
+    ----------
+    Schulman et al. (2015), arXiv:1502.05477v5, Sec. 6, App. C; BUGS.md (TRPO).
+    """
+    torch = _torch()
+    name = "given_the_batch.trpo_step"
+    delta = float(hp["max_kl"])
+    lam = float(hp.get("cg_damping", 0.0) or 0.0)
+    shrink = float(hp.get("line_search_shrinking_factor", 0.5))
+    accepted = rejected = 0
+    max_dev = 0.0
+    for k, it in enumerate(iterations):
+        r = it.rollout
+        obs = torch.as_tensor(r.flat("observations"))
+        roles = parameter_roles(agent, obs[:8])
+        names = [n for n, role in roles.items() if role == "actor"]
+        n_par = sum(it.parameters_at_collection[n].numel() for n in names)
+        if n_par > max_params:
+            return CheckResult(name, LAYER, "skip", f"<= {max_params} actor parameters",
+                               str(n_par), "the actor is too large for an explicit Fisher")
+        adv = torch.as_tensor(r.flat("advantages"))
+        if hp.get("normalize_advantage"):
+            adv = _normalize(adv, "ddof1")
+        F, g, kl_at, surr_at = batch_fisher(
+            agent, it.parameters_at_collection, names, obs, torch.as_tensor(r.flat("actions")),
+            torch.as_tensor(r.flat("log_probs")), adv)
+        theta0 = _flat_params(it.parameters_at_collection, names)
+        step = _flat_params(it.parameters_after, names) - theta0
+        H = F + lam * np.eye(F.shape[0])
+        x = np.linalg.lstsq(H, g, rcond=None)[0]
+        xHx = float(x @ H @ x)
+        if not _finite(step):
+            return CheckResult(name, LAYER, "fail", "finite step", "NaN/inf",
+                               f"iteration {k}: the actor step contains NaN or inf")
+        if xHx <= 0 or np.linalg.norm(g) < 1e-10:
+            continue
+        beta = math.sqrt(2 * delta / xHx)
+        s0 = surr_at(theta0)
+        if np.linalg.norm(step) == 0.0:
+            full = theta0 + beta * x
+            if kl_at(full) <= delta * (1 - 1e-3) and surr_at(full) > s0 + 1e-7:
+                return CheckResult(name, LAYER, "fail", "an accepted step", "no step",
+                                   f"iteration {k}: no step was taken although the full step "
+                                   f"(batch KL {kl_at(full):.3g} <= delta {delta}) improves "
+                                   f"the surrogate: the line search never accepts (BUGS.md: "
+                                   f"TRPO line search)")
+            rejected += 1
+            continue
+        cos = float(step @ x) / (np.linalg.norm(step) * np.linalg.norm(x))
+        if cos < 1 - direction_tol:
+            cos_g = float(step @ g) / (np.linalg.norm(step) * np.linalg.norm(g))
+            why = ("reproduced by: a step along the vanilla gradient g instead of F^-1 g "
+                   "(BUGS.md: TRPO direction)" if cos_g > 1 - direction_tol else
+                   "reproduced by: the step points against the natural gradient (sign)"
+                   if cos < -1 + direction_tol else "no known defect reproduces it")
+            return CheckResult(name, LAYER, "fail", "cos(step, F^-1 g) = 1", f"{cos:.6f}",
+                               f"iteration {k}: the actor step is not along the batch's "
+                               f"damped natural gradient (F + {lam} I)^-1 g; {why}",
+                               tolerance=direction_tol)
+        c = float(step @ x) / float(x @ x)
+        j = math.log(c / beta) / math.log(shrink)
+        dev = abs(j - round(j))
+        if round(j) < 0 or dev > length_tol:
+            j2 = math.log(c / (beta / math.sqrt(2))) / math.log(shrink)
+            why = ("reproduced by: full step sqrt(delta / x^T F x) without the factor 2 (BUGS.md:"
+                   " TRPO step size)" if abs(j2 - round(j2)) <= length_tol and round(j2) >= 0
+                   else "longer than the trust-region full step" if j < 0 else
+                   "not a backtracking fraction of the full step")
+            return CheckResult(name, LAYER, "fail", f"beta * {shrink}^j, beta = {beta:.4g}",
+                               f"{c:.4g}", f"iteration {k}: step length {c:.4g} x is not "
+                               f"beta c^j (j = {j:.3f}); {why}", tolerance=length_tol)
+        max_dev = max(max_dev, dev)
+        theta1 = theta0 + step
+        kl1 = kl_at(theta1)
+        if kl1 > delta * (1 + 1e-3) + 1e-7:
+            return CheckResult(name, LAYER, "fail", f"batch KL <= {delta}", f"{kl1:.4g}",
+                               f"iteration {k}: the accepted step has batch KL {kl1:.4g} > "
+                               f"delta: the line search does not check the KL (BUGS.md: TRPO "
+                               f"line search)")
+        if surr_at(theta1) < s0 - 1e-7:
+            return CheckResult(name, LAYER, "fail", "surrogate improvement >= 0",
+                               f"{surr_at(theta1) - s0:.3g}",
+                               f"iteration {k}: the accepted step decreases the surrogate")
+        accepted += 1
+    if accepted + rejected == 0:
+        return CheckResult(name, LAYER, "skip", "a TRPO step", "none",
+                           "no iteration had a non-zero surrogate gradient")
+    return CheckResult(name, LAYER, "pass", "natural-gradient step within delta", "consistent",
+                       f"{accepted} accepted steps along (F + {lam} I)^-1 g with length "
+                       f"beta c^j (max |j - round(j)| {max_dev:.2g}) and batch KL <= {delta}; "
+                       f"{rejected} correctly rejected", tolerance=direction_tol)

@@ -1,0 +1,324 @@
+"""The implementation-under-test protocol: what a target exposes so the oracles can check it.
+
+A *target* describes one implementation (ours, Stable-Baselines3, a user's) and builds *agents*.
+An adapter is a few dozen lines (see :mod:`oracles.example_target`, which is one). Everything
+except :meth:`Target.make_agent` and the agent's ``distribution``/``named_parameters``/
+``iterate`` is optional; checks that need a missing piece are reported as skipped with the reason.
+
+Target
+    ``name: str``; ``algorithm: str`` in :data:`ALGORITHMS`; ``hyperparameters: dict`` (keys in
+    :data:`HYPERPARAMETERS`; ``gamma`` is required); ``make_agent(env_fn, *, seed, num_envs,
+    num_steps) -> Agent`` where ``env_fn()`` returns a fresh gymnasium env (the oracle env, with
+    its time limit); optionally ``components: dict[str, callable]`` with keys of
+    :data:`COMPONENT_KEYS` (signatures documented on the ``oracles.components.check_*``
+    functions).
+
+Agent
+    ``distribution(obs: Tensor[B, *obs_shape]) -> torch.distributions.Distribution`` whose
+    ``log_prob(actions)`` has shape (B,) (sum over action dimensions) under the *current*
+    parameters; ``named_parameters() -> dict[str, torch.nn.Parameter]`` (every trained
+    parameter; the oracles read and temporarily overwrite them and always restore them);
+    ``iterate() -> Iteration`` (one collection and one update, recorded); optionally
+    ``value(obs) -> Tensor[B]``.
+
+Recording
+    :class:`Iteration` holds the :class:`Rollout` exactly as the implementation stored it, the
+    parameters at collection time, and one :class:`Update` per optimizer step (minibatch indices,
+    parameters before, the gradients the optimizer applied, parameters after).
+    :class:`StepRecorder` fills the updates from torch optimizer step hooks, without changing the
+    implementation's code beyond telling it which minibatch is current.
+
+Conventions: time-major ``(T, N)`` arrays; flat sample index ``t * N + n``; ``next_observations``
+are the true ``s_{t+1}`` (the final observation where an episode ended, gymnasium 1.x
+``info["final_obs"]``); ``log_probs`` under the collecting policy; ``returns`` are the critic's
+regression targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from pgtheory.errors import InvalidArgumentError
+
+__all__ = [
+    "ALGORITHMS",
+    "COMPONENT_KEYS",
+    "HYPERPARAMETERS",
+    "Iteration",
+    "Rollout",
+    "StepRecorder",
+    "TargetProtocolError",
+    "Update",
+    "load_target",
+    "restore",
+    "snapshot",
+    "validate_target",
+]
+
+ALGORITHMS = ("reinforce", "a2c", "ppo", "trpo")
+
+#: Hyperparameter keys the checks read (all optional except ``gamma``).
+HYPERPARAMETERS = {
+    "gamma": "discount factor",
+    "gae_lambda": "GAE lambda (default 1.0)",
+    "normalize_advantage": "per-minibatch advantage normalization (default False)",
+    "clip_range": "PPO ratio clip epsilon",
+    "clip_range_vf": "PPO value clip (None: unclipped value loss)",
+    "ent_coef": "entropy bonus coefficient (default 0)",
+    "vf_coef": "value loss coefficient (matters only for shared parameters)",
+    "max_kl": "TRPO trust-region delta",
+    "cg_damping": "TRPO damping lambda in (F + lambda I) x = g (default 0)",
+    "line_search_shrinking_factor": "TRPO backtracking factor (default 0.5)",
+    "target_kl": "PPO target KL for early stopping (None: no bound)",
+    "gamma_t_weighting": "REINFORCE multiplies the t-th term by gamma^t (default False)",
+}
+
+COMPONENT_KEYS = ("gae", "discounted_returns", "lambda_returns", "clipped_surrogate_loss",
+                  "clipped_value_loss", "categorical_entropy", "categorical_kl", "kl_k1",
+                  "kl_k2", "kl_k3", "gaussian_log_prob", "gaussian_entropy", "gaussian_kl",
+                  "conjugate_gradient", "backtracking_line_search")
+
+
+class TargetProtocolError(InvalidArgumentError):
+    """A target or agent does not satisfy the protocol; the message names the missing piece."""
+
+
+@dataclasses.dataclass
+class Rollout:
+    """One collection, as the implementation stored it (numpy, time-major).
+
+    Attributes
+    ----------
+    observations, next_observations : ndarray, shape (T, N, *obs_shape)
+    actions : ndarray, shape (T, N) (discrete) or (T, N, action_dim)
+    rewards : ndarray, shape (T, N)
+    terminated, truncated : ndarray of bool, shape (T, N)
+    log_probs : ndarray, shape (T, N)
+        ``log pi_old(a_t | s_t)`` as stored.
+    advantages : ndarray, shape (T, N)
+        Before any minibatch normalization.
+    values : ndarray, shape (T, N), or None
+        Critic outputs at collection (None without a critic).
+    returns : ndarray, shape (T, N), or None
+        The critic's regression targets.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    next_observations: np.ndarray
+    log_probs: np.ndarray
+    advantages: np.ndarray
+    values: np.ndarray | None = None
+    returns: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        T_N = np.shape(self.rewards)
+        if len(T_N) != 2:
+            raise TargetProtocolError(f"Rollout.rewards: expected shape (T, N), received {T_N}")
+        for name in ("terminated", "truncated", "log_probs", "advantages", "values", "returns"):
+            x = getattr(self, name)
+            if x is not None and np.shape(x) != T_N:
+                raise TargetProtocolError(f"Rollout.{name}: expected shape {T_N}, received "
+                                          f"{np.shape(x)}")
+        for name in ("observations", "next_observations", "actions"):
+            if np.shape(getattr(self, name))[:2] != T_N:
+                raise TargetProtocolError(f"Rollout.{name}: expected leading shape {T_N}, "
+                                          f"received {np.shape(getattr(self, name))}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(np.shape(self.rewards))
+
+    def flat(self, name: str) -> np.ndarray:
+        """The field reshaped to (T * N, ...) in the index order ``t * N + n``."""
+        x = np.asarray(getattr(self, name))
+        return x.reshape((-1, *x.shape[2:]))
+
+
+@dataclasses.dataclass
+class Update:
+    """One optimizer step: which samples, parameters before, the applied gradient, after.
+
+    ``gradients`` maps parameter names to the ``.grad`` the optimizer saw (after any gradient
+    clipping); parameters without a gradient are absent.
+    """
+
+    indices: np.ndarray
+    parameters_before: dict
+    gradients: dict
+    parameters_after: dict
+    tag: str = ""
+
+
+@dataclasses.dataclass
+class Iteration:
+    """One collection and update: the rollout, parameters at collection, updates, after."""
+
+    rollout: Rollout
+    parameters_at_collection: dict
+    updates: list[Update]
+    parameters_after: dict
+
+
+def snapshot(named: dict) -> dict:
+    """Detached CPU copies of a ``name -> tensor`` mapping."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in named.items()}
+
+
+def restore(named: dict, values: dict) -> None:
+    """Copy ``values`` into the live parameters ``named`` in place (no autograd)."""
+    import torch
+
+    with torch.no_grad():
+        for k, p in named.items():
+            if k in values:
+                p.copy_(values[k].to(p.device, p.dtype))
+
+
+class StepRecorder:
+    """Record every ``optimizer.step()`` as an :class:`Update` using torch's step hooks.
+
+    Parameters
+    ----------
+    named_parameters : dict[str, torch.nn.Parameter]
+        The parameters to record (names as in the agent's ``named_parameters()``).
+    optimizers : iterable of torch.optim.Optimizer
+
+    Usage: before each step the implementation (or its adapter) sets
+    :attr:`current_indices` to the flat indices of the minibatch; :meth:`take` returns the
+    updates recorded since the last call. ``tag`` labels updates (e.g. ``"actor"``).
+
+    Raises
+    ------
+    TargetProtocolError
+        ``optimizers`` is empty or holds something that is not a torch optimizer.
+    """
+
+    def __init__(self, named_parameters: dict, optimizers: Iterable, tag: str = "") -> None:
+        self.named = dict(named_parameters)
+        self.current_indices: np.ndarray | None = None
+        self.tag = tag
+        self._updates: list[Update] = []
+        self._pending: tuple | None = None
+        opts = list(optimizers)
+        if not opts:
+            raise TargetProtocolError("StepRecorder: expected at least one torch optimizer")
+        for opt in opts:
+            if not hasattr(opt, "register_step_pre_hook"):
+                raise TargetProtocolError(f"StepRecorder: expected torch.optim.Optimizer, "
+                                          f"received {type(opt).__name__}")
+            opt.register_step_pre_hook(self._before)
+            opt.register_step_post_hook(self._after)
+
+    def _before(self, optimizer, args, kwargs) -> None:
+        grads = {k: p.grad.detach().to("cpu", copy=True) for k, p in self.named.items()
+                 if p.grad is not None}
+        idx = (np.array([], int) if self.current_indices is None
+               else np.asarray(self.current_indices).copy())
+        self._pending = (idx, snapshot(self.named), grads)
+
+    def _after(self, optimizer, args, kwargs) -> None:
+        idx, before, grads = self._pending
+        self._updates.append(Update(idx, before, grads, snapshot(self.named), self.tag))
+        self._pending = None
+
+    def take(self) -> list[Update]:
+        out, self._updates = self._updates, []
+        return out
+
+
+def _missing(obj: Any, names: Iterable[str]) -> list[str]:
+    return [n for n in names if not callable(getattr(obj, n, None))]
+
+
+def validate_target(target: Any) -> Any:
+    """Check that ``target`` satisfies the protocol; return it.
+
+    Raises
+    ------
+    TargetProtocolError
+        Naming the first missing or malformed piece (attribute, method or hyperparameter).
+
+    References
+    ----------
+    Module docstring (the protocol).
+    """
+    if _missing(target, ["make_agent"]):
+        raise TargetProtocolError(f"target {target!r}: expected a make_agent(env_fn, *, seed, "
+                                  f"num_envs, num_steps) method")
+    for attr, kind in (("name", str), ("algorithm", str), ("hyperparameters", dict)):
+        if not isinstance(getattr(target, attr, None), kind):
+            raise TargetProtocolError(f"target {target!r}: expected attribute {attr!r} of type "
+                                      f"{kind.__name__}, received "
+                                      f"{type(getattr(target, attr, None)).__name__}")
+    if target.algorithm not in ALGORITHMS:
+        raise TargetProtocolError(f"target.algorithm: expected one of {ALGORITHMS}, received "
+                                  f"{target.algorithm!r}")
+    hp = target.hyperparameters
+    if "gamma" not in hp:
+        raise TargetProtocolError("target.hyperparameters: expected a 'gamma' entry")
+    unknown = sorted(set(hp) - set(HYPERPARAMETERS))
+    if unknown:
+        raise TargetProtocolError(f"target.hyperparameters: unknown keys {unknown}; expected "
+                                  f"keys among {sorted(HYPERPARAMETERS)}")
+    if target.algorithm == "ppo" and "clip_range" not in hp:
+        raise TargetProtocolError("target.hyperparameters: a PPO target must give 'clip_range'")
+    if target.algorithm == "trpo" and "max_kl" not in hp:
+        raise TargetProtocolError("target.hyperparameters: a TRPO target must give 'max_kl'")
+    comps = getattr(target, "components", {}) or {}
+    bad = sorted(set(comps) - set(COMPONENT_KEYS))
+    if bad:
+        raise TargetProtocolError(f"target.components: unknown keys {bad}; expected keys among "
+                                  f"{list(COMPONENT_KEYS)}")
+    return target
+
+
+def validate_agent(agent: Any) -> Any:
+    """Check that an agent built by a target has the required methods; return it.
+
+    Raises
+    ------
+    TargetProtocolError
+        Naming the missing method.
+    """
+    missing = _missing(agent, ["distribution", "named_parameters", "iterate"])
+    if missing:
+        raise TargetProtocolError(f"agent {type(agent).__name__}: missing method(s) "
+                                  f"{', '.join(missing)} (see oracles.protocol)")
+    return agent
+
+
+def load_target(spec: str | Any) -> Any:
+    """Resolve ``"MODULE:ATTR"`` (an object, or a zero-argument factory) to a validated target.
+
+    Raises
+    ------
+    TargetProtocolError
+        Malformed spec, unimportable module, missing attribute, or a protocol violation.
+    """
+    if not isinstance(spec, str):
+        return validate_target(spec)
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise TargetProtocolError(f"target spec: expected 'MODULE:ATTR', received {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TargetProtocolError(f"target spec {spec!r}: cannot import {module_name!r} "
+                                  f"({exc})") from exc
+    if not hasattr(module, attr):
+        raise TargetProtocolError(f"target spec {spec!r}: module {module_name!r} has no "
+                                  f"attribute {attr!r}")
+    obj = getattr(module, attr)
+    if isinstance(obj, Callable) and not hasattr(obj, "make_agent"):
+        obj = obj()
+    return validate_target(obj)

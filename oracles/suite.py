@@ -1,0 +1,351 @@
+"""Run every applicable oracle check against a protocol target.
+
+:func:`plan` lists the checks a target gets (and why others are skipped) without running
+anything; :func:`run_suite` runs them and returns one :class:`~oracles.results.CheckResult` per
+planned check. The pytest plugin and ``pgtheory audit`` are thin layers over these two.
+
+The oracle environment is a random 5-state, 2-action MDP with one terminal state, a time limit
+of 6 steps and the target's gamma (seeded by ``seed``), so episode ends, truncations and buffer
+ends all occur in every rollout; agents are asked for 4 environments x 16 steps per iteration.
+Convergence is tested on probe environment 5 (observation- and action-dependent reward).
+The three statistical checks share the suite's false-positive budget ``alpha = 0.01``: each runs
+at ``alpha / 3`` (Bonferroni, the first step of Holm), so a correct target fails any of them with
+probability at most ``alpha``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+import pgtheory as pg
+from oracles import batch, components, expectation, update
+from oracles.envs import TabularEnv, probe_mdp
+from oracles.protocol import Iteration, TargetProtocolError, load_target, restore, snapshot
+from oracles.protocol import validate_agent as _validate_agent
+from oracles.results import CheckResult
+
+__all__ = ["SuiteConfig", "plan", "run_suite"]
+
+COMPONENT_CHECKS: dict[str, Callable] = {
+    "gae": lambda f, hp: components.check_gae(f, gamma=hp["gamma"],
+                                              lam=hp.get("gae_lambda", 1.0)),
+    "discounted_returns": lambda f, hp: components.check_discounted_returns(f, gamma=hp["gamma"]),
+    "lambda_returns": lambda f, hp: components.check_lambda_returns(
+        f, gamma=hp["gamma"], lam=hp.get("gae_lambda", 1.0)),
+    "clipped_surrogate_loss": lambda f, hp: components.check_clipped_surrogate_loss(
+        f, clip_range=hp.get("clip_range", 0.2)),
+    "clipped_value_loss": lambda f, hp: components.check_clipped_value_loss(
+        f, clip_range=hp.get("clip_range_vf") or 0.2),
+    "categorical_entropy": lambda f, hp: components.check_categorical_entropy(f),
+    "categorical_kl": lambda f, hp: components.check_categorical_kl(f),
+    "kl_k1": lambda f, hp: components.check_kl_estimator(f, "k1"),
+    "kl_k2": lambda f, hp: components.check_kl_estimator(f, "k2"),
+    "kl_k3": lambda f, hp: components.check_kl_estimator(f, "k3"),
+    "gaussian_log_prob": lambda f, hp: components.check_gaussian_log_prob(f),
+    "gaussian_entropy": lambda f, hp: components.check_gaussian_entropy(f),
+    "gaussian_kl": lambda f, hp: components.check_gaussian_kl(f),
+    "conjugate_gradient": lambda f, hp: components.check_conjugate_gradient(f),
+    "backtracking_line_search": lambda f, hp: components.check_backtracking_line_search(f),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteConfig:
+    """Sizes of the suite's runs (``quick`` shrinks the statistical ones).
+
+    Attributes
+    ----------
+    seed : int
+        Seeds the oracle MDP, the agents and the statistical checks' directions.
+    num_envs, num_steps, time_limit : int
+        Rollout shape asked of the agent and the oracle env's time limit.
+    n_iterations : int
+        Recorded iterations for the given-the-batch and KL checks.
+    n_trials : int
+        Independent fresh buffers for the in-expectation checks.
+    train_iterations : int
+        Budget for the improvement and convergence checks.
+    alpha : float
+        False-positive rate of the suite's statistical checks together (each gets alpha / 3).
+    """
+
+    seed: int = 0
+    num_envs: int = 4
+    num_steps: int = 16
+    time_limit: int = 6
+    n_iterations: int = 5
+    n_trials: int = 100
+    train_iterations: int = 150
+    alpha: float = 0.01
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> SuiteConfig:
+        return cls(seed=seed, n_iterations=3, n_trials=40, train_iterations=150)
+
+
+def oracle_mdp(gamma: float, seed: int) -> pg.TabularMDP:
+    """The suite's random oracle MDP: 5 states, 2 actions, one terminal state, seeded."""
+    return pg.random_mdp(np.random.default_rng(10_000 + seed), 5, 2, gamma=gamma, n_terminal=1)
+
+
+def _env_fn(mdp: pg.TabularMDP, time_limit: int) -> Callable:
+    import gymnasium as gym
+
+    return lambda: gym.wrappers.TimeLimit(TabularEnv(mdp), time_limit)
+
+
+def plan(target) -> list[tuple[str, str | None]]:
+    """The checks :func:`run_suite` reports for ``target``, with a reason for planned skips.
+
+    Returns
+    -------
+    list of (name, reason or None)
+
+    Raises
+    ------
+    TargetProtocolError
+        ``target`` does not satisfy the protocol.
+    """
+    target = load_target(target)
+    algo = target.algorithm
+    comps = getattr(target, "components", {}) or {}
+    out: list[tuple[str, str | None]] = [
+        (f"components.{k}", None if k in comps else "the target does not expose this component")
+        for k in COMPONENT_CHECKS]
+    out += [("given_the_batch.advantages", None), ("given_the_batch.returns", None),
+            ("given_the_batch.policy_gradient",
+             "TRPO's actor step is checked by trpo_step" if algo == "trpo" else None),
+            ("given_the_batch.value_gradient", None),
+            ("given_the_batch.trpo_step", None if algo == "trpo" else "not a TRPO target"),
+            ("in_expectation.advantages", None), ("in_expectation.returns", None),
+            ("in_expectation.policy_gradient", None),
+            ("update_level.kl", None), ("update_level.improvement", None),
+            ("update_level.convergence", None)]
+    return out
+
+
+def _skip(name: str, reason: str) -> CheckResult:
+    return CheckResult(name, name.split(".")[0], "skip", "-", "-", reason)
+
+
+def _fail_all(names: list[str], why: str) -> dict[str, CheckResult]:
+    why = why if len(why) <= 300 else why[:300] + "...)"
+    return {n: CheckResult(n, n.split(".")[0], "fail", "the agent runs", "error", why)
+            for n in names}
+
+
+def _elapsed(term: np.ndarray, trunc: np.ndarray) -> np.ndarray:
+    """Steps since the episode began, for a buffer that starts from fresh resets."""
+    T, N = term.shape
+    e = np.zeros((T, N), int)
+    for t in range(1, T):
+        e[t] = np.where(term[t - 1] | trunc[t - 1], 0, e[t - 1] + 1)
+    return e
+
+
+def _gradient_tables(agent, n_states: int, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Autograd ``grad log pi(a|s)`` (S, A, d) and ``grad H(pi(.|s))`` (S, d) at every state."""
+    import torch
+
+    named = agent.named_parameters()
+    params = [named[n] for n in names]
+    obs = torch.eye(n_states, dtype=torch.float32)
+    dist = agent.distribution(obs)
+    A = dist.probs.shape[1]
+
+    def flat(out) -> np.ndarray:
+        g = torch.autograd.grad(out, params, retain_graph=True, allow_unused=True)
+        return np.concatenate([(x if x is not None else torch.zeros_like(p)).detach().numpy()
+                               .astype(np.float64).ravel() for x, p in zip(g, params,
+                                                                           strict=True)])
+
+    logp = dist.logits.log_softmax(-1)
+    ent = dist.entropy()
+    G = np.stack([np.stack([flat(logp[s, a]) for a in range(A)]) for s in range(n_states)])
+    H = np.stack([flat(ent[s]) for s in range(n_states)])
+    return G, H
+
+
+def run_suite(target, *, config: SuiteConfig | None = None,
+              progress: Callable[[str], None] | None = None) -> list[CheckResult]:
+    """Run every planned check against ``target``.
+
+    Parameters
+    ----------
+    target : object or "MODULE:ATTR"
+        A protocol target (see :mod:`oracles.protocol`).
+    config : SuiteConfig, optional
+    progress : callable, optional
+        Called with a short description before each stage (for progress displays).
+
+    Returns
+    -------
+    list of CheckResult
+        In :func:`plan` order. A target whose agent raises gets failed results naming the
+        exception, never an exception.
+
+    Raises
+    ------
+    TargetProtocolError
+        ``target`` (or the agent it builds) does not satisfy the protocol.
+
+    References
+    ----------
+    The individual checks' references; Holm (1979) for the multiple-testing correction.
+    """
+    cfg = config or SuiteConfig()
+    target = load_target(target)
+    say = progress or (lambda _msg: None)
+    hp, algo = target.hyperparameters, target.algorithm
+    gamma, lam = float(hp["gamma"]), float(hp.get("gae_lambda", 1.0))
+    planned = plan(target)
+    results: dict[str, CheckResult] = {n: _skip(n, why) for n, why in planned if why}
+    comps = getattr(target, "components", {}) or {}
+
+    say("components")
+    for key, fn in comps.items():
+        results[f"components.{key}"] = COMPONENT_CHECKS[key](fn, hp)
+
+    mdp = oracle_mdp(gamma, cfg.seed)
+    env_fn = _env_fn(mdp, cfg.time_limit)
+    S = mdp.n_states
+    later = [n for n, why in planned if why is None and not n.startswith("components.")]
+    try:
+        agent = _validate_agent(target.make_agent(env_fn, seed=cfg.seed, num_envs=cfg.num_envs,
+                                                  num_steps=cfg.num_steps))
+        say("recording iterations")
+        iterations: list[Iteration] = [agent.iterate() for _ in range(cfg.n_iterations)]
+    except TargetProtocolError:
+        raise
+    except Exception as exc:
+        results.update(_fail_all(later, f"building or iterating the agent raised {exc!r}"))
+        return [results[n] for n, _ in planned]
+
+    say("given the batch")
+    results["given_the_batch.advantages"] = batch.check_batch_advantages(
+        agent, iterations, gamma=gamma, gae_lambda=lam)
+    results["given_the_batch.returns"] = batch.check_batch_returns(iterations)
+    if algo != "trpo":
+        results["given_the_batch.policy_gradient"] = batch.check_policy_gradients(
+            agent, iterations, algorithm=algo, hp=hp)
+    results["given_the_batch.value_gradient"] = batch.check_value_gradients(
+        agent, iterations, hp=hp)
+    if algo == "trpo":
+        results["given_the_batch.trpo_step"] = batch.check_trpo_steps(agent, iterations, hp=hp)
+
+    say("update level: KL")
+    pis = [update.tabular_policy(agent, S, iterations[0].parameters_at_collection)]
+    pis += [update.tabular_policy(agent, S, it.parameters_after) for it in iterations]
+    results["update_level.kl"] = update.check_update_kl(
+        mdp, pis, max_kl=hp.get("max_kl", hp.get("target_kl")), time_limit=cfg.time_limit)
+
+    say("in expectation")
+    results.update(_expectation_checks(target, agent, mdp, env_fn, cfg, hp, algo))
+
+    say("update level: training")
+    results.update(_training_checks(target, cfg, hp))
+    return [results[n] for n, _ in planned]
+
+
+def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
+                        algo: str) -> dict[str, CheckResult]:
+    import torch
+
+    S = mdp.n_states
+    lam = float(hp.get("gae_lambda", 1.0))
+    out: dict[str, CheckResult] = {}
+    snap = snapshot(agent.named_parameters())
+    pi = update.tabular_policy(agent, S)
+    values = update.tabular_values(agent, S)
+    normalized = bool(hp.get("normalize_advantage"))
+    grad_target = target
+    if normalized and callable(getattr(target, "with_hyperparameters", None)):
+        grad_target = target.with_hyperparameters(normalize_advantage=False)
+        normalized = False
+    batches, advs, rets, grads = [], [], [], []
+    roles = batch.parameter_roles(agent, torch.eye(S, dtype=torch.float32))
+    names = [n for n, r in roles.items() if r == "actor"]
+    try:
+        for i in range(cfg.n_trials):
+            a = grad_target.make_agent(env_fn, seed=cfg.seed + 1 + i, num_envs=cfg.num_envs,
+                                       num_steps=cfg.num_steps)
+            restore(a.named_parameters(), snap)
+            it = a.iterate()
+            r = it.rollout
+            states = r.observations.argmax(-1)
+            nxt = r.next_observations.argmax(-1)
+            e = _elapsed(r.terminated, r.truncated)
+            batches.append(_as_batch(states, r, nxt, cfg.time_limit - e))
+            advs.append(r.advantages)
+            rets.append(r.returns)
+            if not normalized:
+                with batch.parameters_set(a, snap):
+                    g = batch._actor_gradient(  # the canonical loss on the full buffer
+                        a, None, names, torch.as_tensor(r.flat("observations")),
+                        torch.as_tensor(r.flat("actions")), torch.as_tensor(r.flat("log_probs")),
+                        torch.as_tensor(r.flat("advantages")), "a2c",
+                        {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")
+                grads.append(g)
+    except Exception as exc:
+        return _fail_all(["in_expectation.advantages", "in_expectation.returns",
+                          "in_expectation.policy_gradient"],
+                         f"a fresh agent raised {exc!r} during the in-expectation trials")
+    samples = expectation.samples_from_rollouts(batches, advs)
+    out["in_expectation.advantages"] = expectation.check_advantage_expectation(
+        mdp, pi, values, lam, samples, alpha=cfg.alpha / 3)
+    if any(x is None for x in rets):
+        out["in_expectation.returns"] = _skip("in_expectation.returns",
+                                              "the rollout records no value targets")
+    else:
+        out["in_expectation.returns"] = expectation.check_return_expectation(
+            mdp, pi, values, lam, samples, np.concatenate([x.ravel() for x in rets]),
+            alpha=cfg.alpha / 3)
+    if not grads:
+        out["in_expectation.policy_gradient"] = _skip(
+            "in_expectation.policy_gradient", "advantage normalization makes the expected "
+            "gradient non-linear; expose with_hyperparameters(normalize_advantage=False)")
+        return out
+    with batch.parameters_set(agent, snap):
+        G, H = _gradient_tables(agent, S, names)
+    kw = dict(lam=lam, num_steps=cfg.num_steps, time_limit=cfg.time_limit,
+              ent_coef=float(hp.get("ent_coef", 0.0) or 0.0), grad_entropy=H)
+    weighting = bool(hp.get("gamma_t_weighting", False))
+    expected = expectation.expected_loss_gradient(mdp, pi, values, G,
+                                                  gamma_t_weighting=weighting, **kw)
+    alternative = expectation.expected_loss_gradient(mdp, pi, values, G,
+                                                     gamma_t_weighting=not weighting, **kw)
+    out["in_expectation.policy_gradient"] = expectation.check_gradient_expectation(
+        np.array(grads), expected, alternative=alternative, alpha=cfg.alpha / 3, seed=cfg.seed)
+    return out
+
+
+def _as_batch(states, r, nxt, left):
+    from oracles.strategies import RolloutBatch
+
+    return RolloutBatch(states, np.asarray(r.actions), np.asarray(r.rewards), nxt,
+                        np.asarray(r.terminated, bool), np.asarray(r.truncated, bool), left,
+                        nxt[-1])
+
+
+def _training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResult]:
+    gamma = float(hp["gamma"])
+    mdp = probe_mdp(5, gamma=gamma)
+    env_fn = _env_fn(mdp, cfg.time_limit)
+    try:
+        agent = target.make_agent(env_fn, seed=cfg.seed, num_envs=cfg.num_envs,
+                                  num_steps=cfg.num_steps)
+        pis = [update.tabular_policy(agent, mdp.n_states)]
+        for i in range(cfg.train_iterations):
+            agent.iterate()
+            if (i + 1) % 10 == 0 or i + 1 == cfg.train_iterations:
+                pis.append(update.tabular_policy(agent, mdp.n_states))
+    except Exception as exc:
+        return _fail_all(["update_level.improvement", "update_level.convergence"],
+                         f"training on probe 5 raised {exc!r}")
+    steps = cfg.train_iterations * cfg.num_envs * cfg.num_steps
+    return {"update_level.improvement": update.check_improvement(mdp, pis),
+            "update_level.convergence": update.check_convergence(
+                mdp, pis[-1], budget=f", after {steps} env steps on probe 5")}
