@@ -213,28 +213,24 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     env_fn = _env_fn(mdp, cfg.time_limit)
     S = mdp.n_states
     later = [n for n, why in planned if why is None and not n.startswith("components.")]
+    iterations: list[Iteration] = []
     try:
         agent = _validate_agent(target.make_agent(env_fn, seed=cfg.seed, num_envs=cfg.num_envs,
                                                   num_steps=cfg.num_steps))
         say("recording iterations")
-        iterations: list[Iteration] = [agent.iterate() for _ in range(cfg.n_iterations)]
+        for _ in range(cfg.n_iterations):
+            iterations.append(agent.iterate())
     except TargetProtocolError:
         raise
     except Exception as exc:
-        results.update(_fail_all(later, f"building or iterating the agent raised {exc!r}"))
+        results.update(_fail_all(later, f"building or iterating the agent raised {exc!r} "
+                                        f"after {len(iterations)} iteration(s)"))
+        if iterations:  # what was recorded before the crash is still checked
+            results.update(_batch_checks(agent, iterations, hp, algo, gamma, lam, failed_only=True))
         return [results[n] for n, _ in planned]
 
     say("given the batch")
-    results["given_the_batch.advantages"] = batch.check_batch_advantages(
-        agent, iterations, gamma=gamma, gae_lambda=lam)
-    results["given_the_batch.returns"] = batch.check_batch_returns(iterations)
-    if algo != "trpo":
-        results["given_the_batch.policy_gradient"] = batch.check_policy_gradients(
-            agent, iterations, algorithm=algo, hp=hp)
-    results["given_the_batch.value_gradient"] = batch.check_value_gradients(
-        agent, iterations, hp=hp)
-    if algo == "trpo":
-        results["given_the_batch.trpo_step"] = batch.check_trpo_steps(agent, iterations, hp=hp)
+    results.update(_batch_checks(agent, iterations, hp, algo, gamma, lam))
 
     say("update level: KL")
     pis = [update.tabular_policy(agent, S, iterations[0].parameters_at_collection)]
@@ -248,6 +244,21 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     say("update level: training")
     results.update(_training_checks(target, cfg, hp))
     return [results[n] for n, _ in planned]
+
+
+def _batch_checks(agent, iterations, hp, algo, gamma, lam, *,
+                  failed_only: bool = False) -> dict[str, CheckResult]:
+    out = {"given_the_batch.advantages": batch.check_batch_advantages(
+               agent, iterations, gamma=gamma, gae_lambda=lam),
+           "given_the_batch.returns": batch.check_batch_returns(iterations),
+           "given_the_batch.value_gradient": batch.check_value_gradients(agent, iterations,
+                                                                         hp=hp)}
+    if algo == "trpo":
+        out["given_the_batch.trpo_step"] = batch.check_trpo_steps(agent, iterations, hp=hp)
+    else:
+        out["given_the_batch.policy_gradient"] = batch.check_policy_gradients(
+            agent, iterations, algorithm=algo, hp=hp)
+    return {k: v for k, v in out.items() if not failed_only or v.verdict == "fail"}
 
 
 def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
