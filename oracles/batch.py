@@ -26,7 +26,6 @@ shared/BUGS.md for the defect classes named in failure messages.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator
 
@@ -34,11 +33,12 @@ import numpy as np
 
 import pgtheory as pg
 from oracles.components import GAE_VARIANTS
-from oracles.protocol import Iteration, restore, snapshot
+from oracles.protocol import Iteration, Update, parameters_set
 from oracles.results import CheckResult
 
-__all__ = ["check_batch_advantages", "check_batch_returns", "check_policy_gradients",
-           "check_trpo_steps", "check_value_gradients", "parameter_roles"]
+__all__ = ["batch_fisher", "canonical_actor_gradient", "check_batch_advantages",
+           "check_batch_returns", "check_policy_gradients", "check_trpo_steps",
+           "check_value_gradients", "parameter_roles", "parameters_set"]
 
 LAYER = "given_the_batch"
 
@@ -47,18 +47,6 @@ def _torch():
     import torch
 
     return torch
-
-
-@contextlib.contextmanager
-def parameters_set(agent, values: dict) -> Iterator[dict]:
-    """Temporarily load ``values`` into the agent's parameters; always restore them."""
-    live = agent.named_parameters()
-    saved = snapshot(live)
-    restore(live, values)
-    try:
-        yield live
-    finally:
-        restore(live, saved)
 
 
 def parameter_roles(agent, observations) -> dict[str, str]:
@@ -96,6 +84,13 @@ def parameter_roles(agent, observations) -> dict[str, str]:
         elif c is not None:
             roles[n] = "critic"
     return roles
+
+
+def _recorded(it: Iteration, names: list[str]) -> Iterator[tuple[int, Update, np.ndarray]]:
+    """``(j, update, flat applied gradient over names)`` for updates that moved ``names``."""
+    for j, up in enumerate(it.updates):
+        if any(n in up.gradients for n in names) and len(up.indices):
+            yield j, up, _flat(up.gradients, names)
 
 
 def _finite(x) -> bool:
@@ -304,8 +299,44 @@ def _scaled_match(got: np.ndarray, ref: np.ndarray, rtol: float) -> tuple[bool, 
     return (c > 0 and resid <= rtol), c, resid
 
 
-def _actor_gradient(agent, update, names, obs, act, logp_old, adv, algorithm, hp, *,
-                    normalization: str, defect: str = "") -> np.ndarray:
+def canonical_actor_gradient(agent, names: list[str], obs, act, logp_old, adv, algorithm: str,
+                             hp: dict, *, normalization: str = "none",
+                             defect: str = "") -> np.ndarray:
+    """Gradient of the canonical policy loss in the actor parameters ``names``, at the agent's
+    current parameters.
+
+    Parameters
+    ----------
+    agent
+        A protocol agent.
+    names : list of str
+        Actor parameter names (order of the flat result).
+    obs, act, logp_old, adv : torch.Tensor, leading shape (B,)
+        Minibatch observations, actions, stored old log-probabilities, stored advantages.
+    algorithm : str
+        ``"ppo"`` (clipped surrogate with ``hp["clip_range"]``) or ``"a2c"``/``"reinforce"``
+        (``-mean(A log pi)``); minus ``hp["ent_coef"]`` times the mean entropy.
+    hp : dict
+    normalization : {"none", "ddof1", "ddof0"}
+        Per-minibatch advantage normalization variant.
+    defect : str
+        A key of :data:`POLICY_DEFECTS` to compute a known defective loss instead.
+
+    Returns
+    -------
+    ndarray, shape (sum of the parameters' sizes,)
+        float64.
+
+    Raises
+    ------
+    KeyError
+        A name not among the agent's parameters.
+
+    References
+    ----------
+    Schulman et al. (2017), arXiv:1707.06347v2, Eqs. (7), (9); Mnih et al. (2016),
+    arXiv:1602.01783v2.
+    """
     torch = _torch()
     named = agent.named_parameters()
     dist = agent.distribution(obs)
@@ -320,6 +351,19 @@ def _actor_gradient(agent, update, names, obs, act, logp_old, adv, algorithm, hp
     grads = torch.autograd.grad(loss, [named[n] for n in names], allow_unused=True)
     return np.concatenate([_np(g).ravel() if g is not None else np.zeros(named[n].numel())
                            for n, g in zip(names, grads, strict=True)])
+
+
+def _reproducing_defect(agent, names, args, got, hp, rtol) -> str:
+    """Which :data:`POLICY_DEFECTS` loss (under any normalization) reproduces ``got``."""
+    for defect, label in POLICY_DEFECTS.items():
+        if defect in ("entropy_sign", "no_entropy") and not hp.get("ent_coef"):
+            continue
+        for how in ("none", "ddof1", "ddof0"):
+            alt = canonical_actor_gradient(agent, names, *args, normalization=how,
+                                           defect=defect)
+            if _scaled_match(got, alt, rtol)[0]:
+                return f"reproduced by: {label}"
+    return "no known defect reproduces it"
 
 
 def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str, hp: dict,
@@ -376,10 +420,7 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
         act_all = torch.as_tensor(r.flat("actions"))
         lp_old_all = torch.as_tensor(r.flat("log_probs"))
         adv_all = torch.as_tensor(r.flat("advantages"))
-        for j, up in enumerate(it.updates):
-            if not any(n in up.gradients for n in names) or len(up.indices) == 0:
-                continue
-            got = _flat(up.gradients, names)
+        for j, up, got in _recorded(it, names):
             if not _finite(got):
                 return CheckResult(name, LAYER, "fail", "finite gradient", "NaN/inf",
                                    f"iteration {k}, update {j}: the applied gradient contains "
@@ -389,28 +430,16 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
             with parameters_set(agent, up.parameters_before):
                 hit = None
                 for how in ("none", "ddof1", "ddof0"):
-                    ref = _actor_gradient(agent, up, names, *args, normalization=how)
+                    ref = canonical_actor_gradient(agent, names, *args, normalization=how)
                     ok, c, _ = _scaled_match(got, ref, rtol)
                     if ok:
                         hit = (how, c)
                         break
                 if hit is None:
                     how = "ddof1" if declared else "none"
-                    ref = _actor_gradient(agent, up, names, *args, normalization=how)
+                    ref = canonical_actor_gradient(agent, names, *args, normalization=how)
                     _, _, resid = _scaled_match(got, ref, rtol)
-                    why = "no known defect reproduces it"
-                    for defect, label in POLICY_DEFECTS.items():
-                        if defect.startswith(("entropy", "no_entropy")) and not hp.get(
-                                "ent_coef"):
-                            continue
-                        for how2 in ("none", "ddof1", "ddof0"):
-                            alt = _actor_gradient(agent, up, names, *args, normalization=how2,
-                                                  defect=defect)
-                            if _scaled_match(got, alt, rtol)[0]:
-                                why = f"reproduced by: {label}"
-                                break
-                        if why.startswith("reproduced"):
-                            break
+                    why = _reproducing_defect(agent, names, args, got, hp, rtol)
                     return CheckResult(
                         name, LAYER, "fail", "gradient of the canonical loss",
                         f"relative residual {resid:.3g}",
@@ -476,10 +505,7 @@ def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
         ret_all = torch.as_tensor(r.flat("returns"))
         v_old_all = torch.as_tensor(r.flat("values")) if r.values is not None else None
         clip = hp.get("clip_range_vf")
-        for j, up in enumerate(it.updates):
-            if not any(n in up.gradients for n in names) or len(up.indices) == 0:
-                continue
-            got = _flat(up.gradients, names)
+        for j, up, got in _recorded(it, names):
             if not _finite(got):
                 return CheckResult(name, LAYER, "fail", "finite gradient", "NaN/inf",
                                    f"iteration {k}, update {j}: the critic gradient contains "
@@ -533,8 +559,33 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
                  adv) -> tuple[np.ndarray, np.ndarray, Callable, Callable]:
     """``F`` (Hessian of the batch mean KL) and ``g`` (surrogate gradient) at ``params``.
 
-    Returns ``(F, g, kl_at, surrogate_at)``; the last two evaluate the batch mean
-    ``KL(pi_params || pi_theta)`` and the surrogate ``mean(ratio A)`` at a flat actor vector.
+    Parameters
+    ----------
+    agent
+        A protocol agent (its parameters are restored afterwards).
+    params : dict
+        Parameter values to evaluate at (the collection parameters).
+    names : list of str
+        Actor parameter names, in the order of the flat vectors.
+    obs, act, logp_old, adv : torch.Tensor, leading shape (B,)
+
+    Returns
+    -------
+    F : ndarray, shape (d, d)
+        Symmetrized, built row by row with double backward (d = actor parameter count).
+    g : ndarray, shape (d,)
+    kl_at, surrogate_at : callable
+        Batch mean ``KL(pi_params || pi_theta)`` (nats) and ``mean(ratio A)`` at a flat
+        actor vector theta of shape (d,).
+
+    Raises
+    ------
+    KeyError
+        A name not among the agent's parameters.
+
+    References
+    ----------
+    Schulman et al. (2015), arXiv:1502.05477v5, App. C (the Fisher as the KL Hessian).
     """
     torch = _torch()
     with parameters_set(agent, params):

@@ -62,7 +62,14 @@ class ExampleConfig:
 
 
 def gae(rewards, values, next_values, terminated, truncated, gamma, lam) -> np.ndarray:
-    """GAE on (T, N) arrays; ``next_values`` of the true next observations (final obs at ends)."""
+    """GAE on time-major arrays (reference for the example agent).
+
+    Parameters: ``rewards, values, next_values`` of shape (T, N) (reward units; ``next_values``
+    are of the true next observations, the final one at episode ends), boolean ``terminated``
+    and ``truncated`` (T, N), ``gamma`` in [0, 1), ``lam`` in [0, 1]. Returns advantages (T, N).
+    Raises nothing itself (numpy broadcasting errors on mismatched shapes).
+    Source: Schulman et al. (2016), arXiv:1506.02438v6, Eq. (16).
+    """
     live = 1.0 - np.asarray(terminated, dtype=float)
     delta = rewards + gamma * live * next_values - values
     cont = live * (1.0 - np.asarray(truncated, dtype=float))
@@ -75,7 +82,11 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, lam) -> np.n
 
 
 def clipped_surrogate_loss(logp, logp_old, adv, clip_range) -> torch.Tensor:
-    """PPO's clipped surrogate, negated to be minimized (arXiv:1707.06347v2, Eq. 7)."""
+    """PPO's clipped surrogate, negated to be minimized.
+
+    ``logp, logp_old, adv``: tensors of shape (B,); ``clip_range``: epsilon > 0. Returns a
+    scalar tensor. Source: Schulman et al. (2017), arXiv:1707.06347v2, Eq. (7).
+    """
     ratio = torch.exp(logp - logp_old)
     clipped = torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
     return -torch.min(ratio * adv, clipped * adv).mean()
@@ -84,7 +95,10 @@ def clipped_surrogate_loss(logp, logp_old, adv, clip_range) -> torch.Tensor:
 def conjugate_gradient(matvec, b, n_iters: int):
     """``n_iters`` conjugate-gradient iterations from 0 for ``A x = b`` (numpy or torch).
 
-    Nocedal & Wright (2006), Algorithm 5.2; stops early once the residual is below 1e-10.
+    ``matvec(v) = A v`` for symmetric positive-definite ``A``; ``b`` of shape (d,); returns
+    ``x`` of shape (d,). Stops early once the squared residual is below 1e-10; a singular
+    ``A`` gives inf/NaN (division by ``p^T A p = 0``), which the caller must check.
+    Source: Nocedal & Wright (2006), Algorithm 5.2.
     """
     x = b * 0
     r, p = b * 1, b * 1
@@ -103,7 +117,12 @@ def conjugate_gradient(matvec, b, n_iters: int):
 def backtracking_line_search(objective, kl, x0, full_step, max_kl, backtrack_coef,
                              max_backtracks: int):
     """The first ``x0 + c^k full_step`` (k = 0..max_backtracks) with ``kl <= max_kl`` and an
-    improved ``objective``, else ``x0`` (Schulman et al. 2015, arXiv:1502.05477v5, App. C)."""
+    improved ``objective``, else ``x0``.
+
+    ``objective`` and ``kl`` map a parameter vector (shape (d,), like ``x0`` and
+    ``full_step``) to floats (``kl`` in nats). Raises nothing itself.
+    Source: Schulman et al. (2015), arXiv:1502.05477v5, App. C.
+    """
     f0 = objective(x0)
     for k in range(max_backtracks + 1):
         x = x0 + backtrack_coef**k * full_step

@@ -36,8 +36,9 @@ regression targets.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,8 +55,10 @@ __all__ = [
     "TargetProtocolError",
     "Update",
     "load_target",
+    "parameters_set",
     "restore",
     "snapshot",
+    "validate_agent",
     "validate_target",
 ]
 
@@ -168,18 +171,53 @@ class Iteration:
 
 
 def snapshot(named: dict) -> dict:
-    """Detached CPU copies of a ``name -> tensor`` mapping."""
+    """Detached CPU copies of a ``name -> tensor`` mapping (same shapes and dtypes).
+
+    Raises
+    ------
+    AttributeError
+        A value is not a torch tensor.
+    """
     return {k: v.detach().to("cpu", copy=True) for k, v in named.items()}
 
 
 def restore(named: dict, values: dict) -> None:
-    """Copy ``values`` into the live parameters ``named`` in place (no autograd)."""
+    """Copy ``values`` into the live parameters ``named`` in place (no autograd).
+
+    Names absent from ``values`` are left unchanged; values are cast to each parameter's
+    device and dtype.
+
+    Raises
+    ------
+    RuntimeError
+        A value's shape does not match its parameter.
+    """
     import torch
 
     with torch.no_grad():
         for k, p in named.items():
             if k in values:
                 p.copy_(values[k].to(p.device, p.dtype))
+
+
+@contextlib.contextmanager
+def parameters_set(agent, values: dict) -> Iterator[dict]:
+    """Temporarily load ``values`` into the agent's parameters; always restore them.
+
+    Yields the agent's live ``named_parameters()``.
+
+    Raises
+    ------
+    RuntimeError
+        As :func:`restore`.
+    """
+    live = agent.named_parameters()
+    saved = snapshot(live)
+    restore(live, values)
+    try:
+        yield live
+    finally:
+        restore(live, saved)
 
 
 class StepRecorder:

@@ -54,7 +54,16 @@ class ExactOracle:
     Every method takes a policy table ``pi`` of shape (S, A) and delegates to
     :mod:`pgtheory` (float64): ``state_values``, ``action_values``, ``advantages``,
     ``discounted_visitation``, ``on_policy_distribution``, ``expected_return``, and
-    ``optimal_return`` (policy iteration).
+    ``optimal_return`` (policy iteration). Values are in reward units, visitations sum to 1.
+
+    Raises
+    ------
+    InvalidPolicyError
+        ``pi`` is not a stochastic (S, A) matrix (from :mod:`pgtheory`).
+
+    References
+    ----------
+    The delegated :mod:`pgtheory` functions' references.
     """
 
     def __init__(self, mdp: pg.TabularMDP) -> None:

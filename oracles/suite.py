@@ -87,7 +87,17 @@ class SuiteConfig:
 
 
 def oracle_mdp(gamma: float, seed: int) -> pg.TabularMDP:
-    """The suite's random oracle MDP: 5 states, 2 actions, one terminal state, seeded."""
+    """The suite's random oracle MDP: 5 states, 2 actions, one terminal state, seeded.
+
+    Returns
+    -------
+    TabularMDP
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``gamma`` outside [0, 1).
+    """
     return pg.random_mdp(np.random.default_rng(10_000 + seed), 5, 2, gamma=gamma, n_terminal=1)
 
 
@@ -294,8 +304,8 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
             rets.append(r.returns)
             if not normalized:
                 with batch.parameters_set(a, snap):
-                    g = batch._actor_gradient(  # the canonical loss on the full buffer
-                        a, None, names, torch.as_tensor(r.flat("observations")),
+                    g = batch.canonical_actor_gradient(  # the canonical loss, full buffer
+                        a, names, torch.as_tensor(r.flat("observations")),
                         torch.as_tensor(r.flat("actions")), torch.as_tensor(r.flat("log_probs")),
                         torch.as_tensor(r.flat("advantages")), "a2c",
                         {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")

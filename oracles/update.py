@@ -57,7 +57,7 @@ def tabular_policy(agent, n_states: int, parameters: dict | None = None) -> np.n
     """
     import torch
 
-    from oracles.batch import parameters_set
+    from oracles.protocol import parameters_set
 
     def probs() -> np.ndarray:
         with torch.no_grad():
@@ -85,7 +85,7 @@ def tabular_values(agent, n_states: int, parameters: dict | None = None) -> np.n
     """
     import torch
 
-    from oracles.batch import parameters_set
+    from oracles.protocol import parameters_set
 
     if not callable(getattr(agent, "value", None)):
         return np.zeros(n_states)
