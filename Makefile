@@ -1,4 +1,4 @@
-# Two entry points for a newcomer: `make demo` (main job) and `make test`.
+# Two entry points for a newcomer: `make audit` (main job) and `make test`.
 # Both create .venv when it is missing. torch is installed first, pinned, so that
 # pip takes the local CPU build instead of resolving a CUDA build.
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench accuracy fpr lint clean
+.PHONY: setup audit demo test bench accuracy fpr catalogue lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+audit: $(STAMP)
+	$(VENV)/bin/pgtheory audit
 
 demo: $(STAMP)
 	$(VENV)/bin/pgtheory demo
@@ -34,6 +37,9 @@ accuracy: $(STAMP)
 
 fpr: $(STAMP)
 	$(PY) tests/benchmarks/false_positive_rate.py 100
+
+catalogue: $(STAMP)
+	$(PY) -m pytest -m catalogue tests/test_sb3_audit.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

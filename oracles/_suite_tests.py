@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from oracles.protocol import load_target
+from oracles.audit import resolve_target
 from oracles.suite import SuiteConfig, plan, run_suite
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "check_name" in metafunc.fixturenames:
         spec = metafunc.config.getoption("--pg-target")
-        names = [n for n, _ in plan(load_target(spec))] if spec else []
+        names = [n for n, _ in plan(resolve_target(spec))] if spec else []
         metafunc.parametrize("check_name", names)
 
 

@@ -21,8 +21,12 @@ Statistics
 Samples whose next state is terminal or whose trace ends after their own step carry no
 randomness beyond ``(s, a, s')``: a correct estimator's residual is exactly 0 there, so they
 are checked exactly (tolerance ``atol``), with no false positives beyond rounding.
-For the others: residuals inside one rollout buffer are correlated (overlapping traces), so
-the unit of replication is an *independent* buffer (a separate reset and seed). For each group
+For the others: residuals inside one episode are correlated (overlapping traces), so the unit
+of replication is an *episode*: every episode starts from a fresh draw from ``mu`` and a correct
+estimator cuts its trace at every episode end, so given what happened before an episode, each of
+its residuals still has conditional mean zero and the per-episode sums below are uncorrelated
+martingale differences (``units="buffers"`` falls back to whole buffers, for rollouts that do
+not start at a reset). For each group
 ``(s, a, s', h, what ends the trace)`` (``h`` capped at ``h_cap``; the trace ends at the time
 limit or at the buffer end), the per-unit sums of residuals are
 independent with mean zero; a one-sample t-test per group gives a p-value, and Holm's
@@ -62,7 +66,7 @@ class AdvantageSamples:
         ``m >= 1``, or 0 for no time limit.
     advantages : ndarray, shape (n,)
     units : ndarray of int, shape (n,)
-        Identifier of the independent rollout buffer the sample came from.
+        Identifier of the independent unit (episode, or buffer column) the sample came from.
     """
 
     states: np.ndarray
@@ -74,11 +78,14 @@ class AdvantageSamples:
     units: np.ndarray
 
 
-def samples_from_rollouts(batches: list[RolloutBatch], advantages: list) -> AdvantageSamples:
+def samples_from_rollouts(batches: list[RolloutBatch], advantages: list, *,
+                          units: str = "episodes") -> AdvantageSamples:
     """Flatten independent rollout buffers and the implementation's advantages on them.
 
-    Each batch's environments are treated as independent units (they start from independent
-    resets); ``advantages[j]`` has the batch's shape (T, N).
+    ``advantages[j]`` has the batch's shape (T, N). Every batch must start at fresh resets.
+    With ``units="episodes"`` each episode (the steps of one env column up to and including a
+    ``terminated`` or ``truncated`` step) is a unit of replication; with ``"buffers"`` each env
+    column of each batch is one (see the module docstring).
 
     Returns
     -------
@@ -93,6 +100,8 @@ def samples_from_rollouts(batches: list[RolloutBatch], advantages: list) -> Adva
     ----------
     Module docstring (independent rollout buffers as units of replication).
     """
+    if units not in ("episodes", "buffers"):
+        raise ValueError(f"units: expected 'episodes' or 'buffers', received {units!r}")
     if len(batches) != len(advantages):
         raise ValueError(f"advantages: expected one array per batch ({len(batches)}), received "
                          f"{len(advantages)}")
@@ -110,8 +119,15 @@ def samples_from_rollouts(batches: list[RolloutBatch], advantages: list) -> Adva
         cols["k"].append(k.ravel())
         cols["m"].append(b.steps_to_time_limit.ravel())
         cols["adv"].append(adv.ravel())
-        cols["u"].append((unit + np.arange(N))[None, :].repeat(T, axis=0).ravel())
-        unit += N
+        if units == "episodes":  # a new unit starts after every episode end, per env column
+            ended = np.asarray(b.terminated, bool) | np.asarray(b.truncated, bool)
+            starts = np.vstack([np.ones((1, N), bool), ended[:-1]])
+            u = unit + np.cumsum(starts.T.ravel()).reshape(N, T).T - 1
+            cols["u"].append(u.ravel())
+            unit = int(u.max()) + 1
+        else:
+            cols["u"].append((unit + np.arange(N))[None, :].repeat(T, axis=0).ravel())
+            unit += N
     c = {k: np.concatenate(v) for k, v in cols.items()}
     return AdvantageSamples(c["s"], c["a"], c["s2"], c["k"], c["m"], c["adv"], c["u"])
 

@@ -19,7 +19,8 @@ Agent
     parameters; ``named_parameters() -> dict[str, torch.nn.Parameter]`` (every trained
     parameter; the oracles read and temporarily overwrite them and always restore them);
     ``iterate() -> Iteration`` (one collection and one update, recorded); optionally
-    ``value(obs) -> Tensor[B]``.
+    ``value(obs) -> Tensor[B]`` and ``collect() -> Rollout`` (one collection without the
+    update; the in-expectation trials use it when present, to save the update's time).
 
 Recording
     :class:`Iteration` holds the :class:`Rollout` exactly as the implementation stored it, the

@@ -123,9 +123,9 @@ def exact(tabular_mdp: pg.TabularMDP) -> ExactOracle:
 
 @pytest.fixture(scope="session")
 def pg_target(request: pytest.FixtureRequest):
-    from oracles.protocol import load_target
+    from oracles.audit import resolve_target
 
     spec = request.config.getoption("--pg-target")
     if spec is None:
         pytest.skip("no --pg-target given")
-    return load_target(spec)
+    return resolve_target(spec)

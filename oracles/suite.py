@@ -64,10 +64,13 @@ class SuiteConfig:
         Rollout shape asked of the agent and the oracle env's time limit.
     n_iterations : int
         Recorded iterations for the given-the-batch and KL checks.
-    n_trials : int
-        Independent fresh buffers for the in-expectation checks.
-    train_iterations : int
-        Budget for the improvement and convergence checks.
+    n_trials, trial_steps : int
+        Independent fresh buffers for the in-expectation checks: at least ``n_trials``, and
+        more until they hold ``trial_steps`` env steps (short-buffer targets such as
+        Stable-Baselines3's 5-step A2C need many), at most ``max_trials``.
+    train_steps : int
+        Env-step budget for the improvement and convergence checks (whole iterations, at
+        least this many steps).
     alpha : float
         False-positive rate of the suite's statistical checks together (each gets alpha / 3).
     """
@@ -78,12 +81,14 @@ class SuiteConfig:
     time_limit: int = 6
     n_iterations: int = 5
     n_trials: int = 100
-    train_iterations: int = 150
+    trial_steps: int = 6400
+    max_trials: int = 2000
+    train_steps: int = 9600
     alpha: float = 0.01
 
     @classmethod
     def quick(cls, seed: int = 0) -> SuiteConfig:
-        return cls(seed=seed, n_iterations=3, n_trials=40, train_iterations=150)
+        return cls(seed=seed, n_iterations=3, n_trials=40, trial_steps=2560)
 
 
 def oracle_mdp(gamma: float, seed: int) -> pg.TabularMDP:
@@ -251,8 +256,12 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     say("in expectation")
     results.update(_expectation_checks(target, agent, mdp, env_fn, cfg, hp, algo))
 
-    say("update level: training")
-    results.update(_training_checks(target, cfg, hp))
+    if cfg.train_steps > 0:
+        say("update level: training")
+        results.update(_training_checks(target, cfg, hp))
+    else:
+        for n in ("update_level.improvement", "update_level.convergence"):
+            results[n] = _skip(n, "no training budget (quick mode): run the full suite")
     return [results[n] for n, _ in planned]
 
 
@@ -281,39 +290,44 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     snap = snapshot(agent.named_parameters())
     pi = update.tabular_policy(agent, S)
     values = update.tabular_values(agent, S)
-    normalized = bool(hp.get("normalize_advantage"))
-    grad_target = target
-    if normalized and callable(getattr(target, "with_hyperparameters", None)):
-        grad_target = target.with_hyperparameters(normalize_advantage=False)
-        normalized = False
     batches, advs, rets, grads = [], [], [], []
     roles = batch.parameter_roles(agent, torch.eye(S, dtype=torch.float32))
     names = [n for n, r in roles.items() if r == "actor"]
+    shapes = set()
+    i = steps = 0
     try:
-        for i in range(cfg.n_trials):
-            a = grad_target.make_agent(env_fn, seed=cfg.seed + 1 + i, num_envs=cfg.num_envs,
-                                       num_steps=cfg.num_steps)
+        while i < cfg.max_trials and (i < cfg.n_trials or steps < cfg.trial_steps):
+            a = target.make_agent(env_fn, seed=cfg.seed + 1 + i, num_envs=cfg.num_envs,
+                                  num_steps=cfg.num_steps)
             restore(a.named_parameters(), snap)
-            it = a.iterate()
-            r = it.rollout
+            # one fresh buffer; agents that can collect without updating save the update's time
+            r = a.collect() if callable(getattr(a, "collect", None)) else a.iterate().rollout
+            shapes.add(r.shape)
+            i, steps = i + 1, steps + int(np.prod(r.shape))
             states = r.observations.argmax(-1)
             nxt = r.next_observations.argmax(-1)
             e = _elapsed(r.terminated, r.truncated)
             batches.append(_as_batch(states, r, nxt, cfg.time_limit - e))
             advs.append(r.advantages)
             rets.append(r.returns)
-            if not normalized:
-                with batch.parameters_set(a, snap):
-                    g = batch.canonical_actor_gradient(  # the canonical loss, full buffer
-                        a, names, torch.as_tensor(r.flat("observations")),
-                        torch.as_tensor(r.flat("actions")), torch.as_tensor(r.flat("log_probs")),
-                        torch.as_tensor(r.flat("advantages")), "a2c",
-                        {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")
-                grads.append(g)
+            with batch.parameters_set(a, snap):
+                # the canonical loss on the full buffer with the stored (unnormalized)
+                # advantages: its expectation is exact whatever the target does in its update
+                g = batch.canonical_actor_gradient(
+                    a, names, torch.as_tensor(r.flat("observations")),
+                    torch.as_tensor(r.flat("actions")), torch.as_tensor(r.flat("log_probs")),
+                    torch.as_tensor(r.flat("advantages")), "a2c",
+                    {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")
+            grads.append(g)
     except Exception as exc:
         return _fail_all(["in_expectation.advantages", "in_expectation.returns",
                           "in_expectation.policy_gradient"],
                          f"a fresh agent raised {exc!r} during the in-expectation trials")
+    if len(shapes) != 1:
+        return _fail_all(["in_expectation.advantages", "in_expectation.returns",
+                          "in_expectation.policy_gradient"],
+                         f"fresh agents returned rollouts of different shapes {sorted(shapes)}")
+    num_steps = shapes.pop()[0]
     samples = expectation.samples_from_rollouts(batches, advs)
     out["in_expectation.advantages"] = expectation.check_advantage_expectation(
         mdp, pi, values, lam, samples, alpha=cfg.alpha / 3)
@@ -324,14 +338,9 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
         out["in_expectation.returns"] = expectation.check_return_expectation(
             mdp, pi, values, lam, samples, np.concatenate([x.ravel() for x in rets]),
             alpha=cfg.alpha / 3)
-    if not grads:
-        out["in_expectation.policy_gradient"] = _skip(
-            "in_expectation.policy_gradient", "advantage normalization makes the expected "
-            "gradient non-linear; expose with_hyperparameters(normalize_advantage=False)")
-        return out
     with batch.parameters_set(agent, snap):
         G, H = _gradient_tables(agent, S, names)
-    kw = dict(lam=lam, num_steps=cfg.num_steps, time_limit=cfg.time_limit,
+    kw = dict(lam=lam, num_steps=num_steps, time_limit=cfg.time_limit,
               ent_coef=float(hp.get("ent_coef", 0.0) or 0.0), grad_entropy=H)
     weighting = bool(hp.get("gamma_t_weighting", False))
     expected = expectation.expected_loss_gradient(mdp, pi, values, G,
@@ -355,18 +364,20 @@ def _training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResul
     gamma = float(hp["gamma"])
     mdp = probe_mdp(5, gamma=gamma)
     env_fn = _env_fn(mdp, cfg.time_limit)
+    steps = 0
     try:
         agent = target.make_agent(env_fn, seed=cfg.seed, num_envs=cfg.num_envs,
                                   num_steps=cfg.num_steps)
         pis = [update.tabular_policy(agent, mdp.n_states)]
-        for i in range(cfg.train_iterations):
-            agent.iterate()
-            if (i + 1) % 10 == 0 or i + 1 == cfg.train_iterations:
+        per_record = max(cfg.train_steps // 15, 1)
+        while steps < cfg.train_steps:
+            it = agent.iterate()
+            before, steps = steps, steps + int(np.prod(it.rollout.shape))
+            if steps // per_record > before // per_record or steps >= cfg.train_steps:
                 pis.append(update.tabular_policy(agent, mdp.n_states))
     except Exception as exc:
         return _fail_all(["update_level.improvement", "update_level.convergence"],
-                         f"training on probe 5 raised {exc!r}")
-    steps = cfg.train_iterations * cfg.num_envs * cfg.num_steps
+                         f"training on probe 5 raised {exc!r} after {steps} env steps")
     return {"update_level.improvement": update.check_improvement(mdp, pis),
             "update_level.convergence": update.check_convergence(
                 mdp, pis[-1], budget=f", after {steps} env steps on probe 5")}

@@ -98,6 +98,29 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if res.correct else 1
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from oracles.audit import format_report, run_audit, write_json
+
+    stages = ["loading the target", "components", "recording iterations", "given the batch",
+              "update level: KL", "in expectation", "update level: training"]
+    bar = tqdm(total=len(stages) - (1 if args.quick else 0), desc=stages[0], unit="stage",
+               file=sys.stderr, disable=args.no_progress, leave=False,
+               bar_format="{desc:<28} {n_fmt}/{total_fmt} stages [{elapsed}]")
+
+    def progress(stage: str) -> None:
+        bar.update(1)
+        bar.set_description_str(stage)
+
+    report = run_audit(args.target, seed=args.seed, quick=args.quick, progress=progress)
+    bar.close()
+    print(format_report(report, verbose=args.verbose))
+    if args.json:
+        write_json(report, args.json)
+    return report.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pgtheory",
@@ -120,6 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("expression", nargs="?", help="your formula, sympy syntax")
     check.add_argument("--list", action="store_true", help="list the quantities and exit")
     check.set_defaults(func=_check)
+    audit = sub.add_parser(
+        "audit", help="run every applicable oracle check against an implementation (e.g. "
+                      "sb3:PPO) and print a report; exit 0 passed, 1 a check failed, 2 the "
+                      "target could not be loaded",
+        description="TARGET: sb3:PPO | sb3:A2C | sb3-contrib:TRPO | sb3:MODULE:FACTORY "
+                    "(FACTORY(env) returns a configured SB3 model) | example-ppo | example-a2c "
+                    "| example-trpo | MODULE:ATTR (an oracles.protocol target). Without TARGET "
+                    "the built-in default sb3:PPO is audited.")
+    audit.add_argument("target", nargs="?", help="what to audit (default: sb3:PPO)")
+    audit.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    audit.add_argument("--seed", type=int, default=0, help="seed of the oracle MDP, agents "
+                                                           "and statistical checks")
+    audit.add_argument("--quick", action="store_true", help="fewer trials and no training "
+                                                            "checks (about 4x faster)")
+    audit.add_argument("--verbose", action="store_true", help="explain every check")
+    audit.add_argument("--no-progress", action="store_true", help="no progress display")
+    audit.set_defaults(func=_audit)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,142 @@
+"""`pgtheory audit` and the Stable-Baselines3 adapter: seeded bugs are flagged, controls pass.
+
+The fast tests (CI) run a subset of the catalogue in quick mode; the full catalogue (every bug,
+full audits, and the unmodified PPO / PPO net_arch=[] / A2C / TRPO on 10 seeds) is marked
+``catalogue`` and runs with ``make catalogue``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("sb3_contrib")
+
+from oracles.audit import format_report, resolve_target, run_audit
+from oracles.protocol import TargetProtocolError
+from oracles.sb3_bugs import BUGS, CONTROLS
+
+NAN_WARNING = "ignore:std\\(\\)\\: degrees of freedom:UserWarning"
+
+
+def _flagged_by(report, bug) -> list[str]:
+    return [r.name for r in report.results if r.verdict == "fail" and r.name in bug.caught_by]
+
+
+# ------------------------------------------------------------------------ fast subset (CI)
+FAST_BUGS = ["truncation_as_termination", "gae_mask_current_done", "value_target_advantage",
+             "entropy_sign", "ppo_clip_on_advantage", "trpo_direction_gradient"]
+
+
+@pytest.mark.parametrize("name", FAST_BUGS)
+def test_seeded_bug_is_flagged_quick(name: str) -> None:
+    report = run_audit(f"sb3:oracles.sb3_bugs:{name}", quick=True)
+    assert report.exit_code == 1, format_report(report)
+    assert _flagged_by(report, BUGS[name]), format_report(report)
+
+
+@pytest.mark.parametrize("name", ["ppo_linear", "a2c_linear", "trpo_linear", "ppo_own_train"])
+def test_control_passes_quick(name: str) -> None:
+    report = run_audit(f"sb3:oracles.sb3_bugs:{name}", quick=True)
+    assert report.exit_code == 0, format_report(report)
+    assert sum(r.verdict == "pass" for r in report.results) >= 6
+
+
+def test_catalogue_covers_the_bug_classes() -> None:
+    classes = {b.bug_class for b in BUGS.values()}
+    assert len(BUGS) >= 15
+    assert {"done indexing", "GAE algebra", "truncation", "ratio / clipping", "value loss",
+            "entropy", "TRPO", "advantage normalization"} <= classes
+    for b in BUGS.values():
+        assert b.caught_by and all("." in c for c in b.caught_by)
+
+
+def test_adapter_records_minibatch_indices_in_protocol_order() -> None:
+    """The recorded minibatches cover the buffer exactly once per epoch (t * N + n order)."""
+    from oracles.suite import _env_fn, oracle_mdp
+
+    target = resolve_target("sb3:oracles.sb3_bugs:ppo_linear")
+    agent = target.make_agent(_env_fn(oracle_mdp(0.99, 0), 6), seed=0)
+    it = agent.iterate()
+    T, N = it.rollout.shape
+    assert (T, N) == (128, 1)
+    assert len(it.updates) == 20  # 10 epochs x 2 minibatches of 64
+    first_epoch = sorted(i for u in it.updates[:2] for i in u.indices)
+    assert first_epoch == list(range(T * N))
+    # the ground truth agrees with what the buffer stored
+    assert (it.rollout.observations.argmax(-1)[1:] == it.rollout.next_observations.argmax(-1)[:-1]
+            )[~(it.rollout.terminated | it.rollout.truncated)[:-1]].all()
+
+
+# ------------------------------------------------------------------------------ the command
+def test_cli_exit_codes_and_json(tmp_path) -> None:
+    out = tmp_path / "report.json"
+    bad = subprocess.run([sys.executable, "-m", "pgtheory.cli", "audit", "sb3:NOPE", "--quick",
+                          "--no-progress"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "expected a library class" in bad.stdout
+    run = subprocess.run([sys.executable, "-m", "pgtheory.cli", "audit",
+                          "sb3:oracles.sb3_bugs:gae_last_value_zero", "--quick", "--no-progress",
+                          "--json", str(out)], capture_output=True, text=True)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "given_the_batch.advantages" in run.stdout and "What is wrong" in run.stdout
+    data = json.loads(out.read_text())
+    assert data["exit_code"] == 1
+    assert any(r["name"] == "given_the_batch.advantages" and r["verdict"] == "fail"
+               for r in data["results"])
+
+
+def test_default_target_is_announced() -> None:
+    report = run_audit(None, quick=True)
+    assert report.default_used and report.target == "sb3:PPO"
+    assert "auditing the built-in default" in format_report(report)
+    assert report.exit_code == 0, format_report(report)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("sb3:PPO2", "expected a library class"),
+    ("sb3:no_such_module_xyz:f", "cannot import"),
+    ("sb3:oracles.sb3_bugs:NOPE", "no callable"),
+    ("ppo", "not built yet"),
+    ("sb3:oracles.example_target:ppo", "factory"),
+])
+def test_unloadable_targets_give_exit_2(spec: str, message: str) -> None:
+    report = run_audit(spec, quick=True)
+    assert report.exit_code == 2 and message in report.error
+    with pytest.raises(TargetProtocolError):
+        resolve_target(spec)
+
+
+def test_model_on_other_env_is_rejected() -> None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from oracles.sb3 import SB3Target
+
+    def two_envs(env):
+        return PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), n_steps=64)
+
+    with pytest.raises(TargetProtocolError, match="n_envs=1"):
+        SB3Target(two_envs, name="two envs")
+
+
+# ------------------------------------------------------------------------ full catalogue
+@pytest.mark.catalogue
+@pytest.mark.filterwarnings(NAN_WARNING)
+@pytest.mark.parametrize("name", list(BUGS))
+def test_catalogue_bug_is_flagged(name: str) -> None:
+    report = run_audit(f"sb3:oracles.sb3_bugs:{name}")
+    assert report.exit_code == 1, format_report(report)
+    assert _flagged_by(report, BUGS[name]), format_report(report)
+
+
+@pytest.mark.catalogue
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("name", ["ppo_default", "ppo_linear", "a2c_default", "trpo_default"])
+def test_catalogue_control_passes(name: str, seed: int) -> None:
+    assert name in CONTROLS
+    report = run_audit(f"sb3:oracles.sb3_bugs:{name}", seed=seed)
+    assert report.exit_code == 0, format_report(report)
