@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup audit demo test bench accuracy fpr catalogue lint clean
+.PHONY: setup audit demo test bench bench-audit accuracy fpr catalogue lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench: $(STAMP)
 	mkdir -p .benchmarks
 	$(PY) -m pytest -m bench tests/benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds --benchmark-json=.benchmarks/core.json
 	$(PY) tests/benchmarks/ratios.py .benchmarks/core.json
+
+bench-audit: $(STAMP)
+	$(PY) tests/benchmarks/audit_time.py
 
 accuracy: $(STAMP)
 	$(PY) tests/benchmarks/accuracy.py

@@ -92,7 +92,7 @@ def audit_config(seed: int = 0, quick: bool = False) -> SuiteConfig:
     """The suite sizes the audit uses (``quick``: fewer trials, no training checks)."""
     if quick:
         return SuiteConfig(seed=seed, n_iterations=2, n_trials=20, trial_steps=2560,
-                           train_steps=0, alpha=AUDIT_ALPHA)
+                           max_trials=100, train_steps=0, alpha=AUDIT_ALPHA)
     return SuiteConfig(seed=seed, n_iterations=3, n_trials=60, trial_steps=6400,
                        alpha=AUDIT_ALPHA)
 
@@ -143,7 +143,8 @@ class AuditReport:
         lines = [head, "What is wrong:"]
         for r in failed:
             lines.append(f"  - {r.name}: {r.explanation}")
-            lines.append(f"    where to look: {WHERE_TO_LOOK.get(r.name, 'see the check')}")
+            where = WHERE_TO_LOOK.get(r.name.split("@")[0], "see the check")
+            lines.append(f"    where to look: {where}")
         first = failed[0]
         if len(failed) > 1:
             lines.append(f"Start with {first.name}: later layers often fail as a consequence "
@@ -215,18 +216,18 @@ def format_report(report: AuditReport, *, verbose: bool = False) -> str:
     if report.error:
         return "\n".join([*out, "", *report.summary()])
     out.append("")
-    head = f"{'check':<33} {'verdict':<7} {'expected':<28} {'observed':<28} {'tol / p':>9}"
+    head = f"{'check':<37} {'verdict':<7} {'expected':<28} {'observed':<28} {'tol / p':>9}"
     out += [head, "-" * len(head)]
     hidden = [r for r in report.results if r.layer == "components" and r.verdict == "skip"]
     if hidden:
-        out.append(f"{'components.*':<33} {'SKIP':<7} {len(hidden)} component checks: the "
+        out.append(f"{'components.*':<37} {'SKIP':<7} {len(hidden)} component checks: the "
                    f"target exposes no pure functions for them")
     for r in report.results:
         if r in hidden:
             continue
         tol = (f"p={r.p_value:.2g}" if r.p_value is not None
                else f"{r.tolerance:.0e}" if r.tolerance is not None else "")
-        out.append(f"{r.name:<33} {r.verdict.upper():<7} {_cell(r.expected, 28):<28} "
+        out.append(f"{r.name:<37} {r.verdict.upper():<7} {_cell(r.expected, 28):<28} "
                    f"{_cell(r.observed, 28):<28} {tol:>9}")
         if verbose and r.verdict != "fail":
             out.append(f"    {r.explanation}")

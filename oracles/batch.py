@@ -407,6 +407,8 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
     torch = _torch()
     name = "given_the_batch.policy_gradient"
     declared = hp.get("normalize_advantage")
+    labels = {"none": "no advantage normalization", "ddof1": "per-minibatch normalization "
+              "(unbiased std)", "ddof0": "per-minibatch normalization (biased std)"}
     n_checked, matched, scales = 0, set(), []
     clip = hp.get("clip_range") if algorithm == "ppo" else None
     n_samples = n_clipped = 0  # samples whose ratio left [1 - eps, 1 + eps]
@@ -436,14 +438,13 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                                           - lp_old_all[idx])
                     n_samples += int(ratio.numel())
                     n_clipped += int(((ratio - 1).abs() > clip).sum())
-                hit = None
+                hits = {}  # every variant that reproduces this gradient (they can coincide)
                 for how in ("none", "ddof1", "ddof0"):
                     ref = canonical_actor_gradient(agent, names, *args, normalization=how)
                     ok, c, _ = _scaled_match(got, ref, rtol)
                     if ok:
-                        hit = (how, c)
-                        break
-                if hit is None:
+                        hits[how] = c
+                if not hits:
                     how = "ddof1" if declared else "none"
                     ref = canonical_actor_gradient(agent, names, *args, normalization=how)
                     _, _, resid = _scaled_match(got, ref, rtol)
@@ -455,22 +456,23 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                         f"actor gradient is not a positive multiple of the canonical "
                         f"{algorithm} loss gradient on the same minibatch; {why}",
                         tolerance=rtol)
+            allowed = (set(hits) if declared is None else
+                       {"ddof1", "ddof0"} & set(hits) if declared else {"none"} & set(hits))
+            if not allowed:
+                return CheckResult(name, LAYER, "fail", f"normalize_advantage={declared}",
+                                   ", ".join(labels[m] for m in sorted(hits)),
+                                   f"iteration {k}, update {j}: the gradient matches "
+                                   f"{', '.join(labels[m] for m in sorted(hits))} although the "
+                                   f"target declares normalize_advantage={declared}",
+                                   tolerance=rtol)
+            # report the variants consistent with every update (first update: all it allows)
+            matched = set(allowed) if n_checked == 0 else (matched & allowed) or matched
             n_checked += 1
-            matched.add(hit[0])
-            scales.append(hit[1])
+            scales.append(hits[sorted(allowed)[0]])
     if not n_checked:
         return CheckResult(name, LAYER, "skip", "recorded actor gradients", "none",
                            "no optimizer step with actor gradients was recorded (a TRPO actor "
                            "step is checked by given_the_batch.trpo_step)")
-    labels = {"none": "no advantage normalization", "ddof1": "per-minibatch normalization "
-              "(unbiased std)", "ddof0": "per-minibatch normalization (biased std)"}
-    # the two normalizations differ only in scale, so "ddof0" never matches before "ddof1"
-    if declared is not None and ("none" in matched) == bool(declared):
-        return CheckResult(name, LAYER, "fail", f"normalize_advantage={declared}",
-                           ", ".join(labels[m] for m in sorted(matched)),
-                           f"the gradients match {', '.join(labels[m] for m in sorted(matched))}"
-                           f" although the target declares normalize_advantage={declared}",
-                           tolerance=rtol)
     sc = np.array(scales)
     clipping = ""
     if clip is not None:

@@ -158,6 +158,15 @@ class SB3Target:
         self.algorithm = _algorithm_of(model)
         self.hyperparameters = _hyperparameters(model, self.algorithm)
         self.notes = _default_notes(self.hyperparameters, self.algorithm)
+        self.action_kinds: tuple[str, ...] = ("discrete",)
+        try:  # the same factory on the LQR env exercises the diagonal-Gaussian path
+            from oracles.suite import _lqr_env_fn
+
+            self._build(_lqr_env_fn()(), seed=0)
+            self.action_kinds = ("discrete", "continuous")
+        except TargetProtocolError as exc:
+            self.notes.append(f"continuous actions not audited: the factory did not build a "
+                              f"model on the LQR environment ({exc})")
         self.model_description = (f"{type(model).__module__}.{type(model).__name__}, "
                                   f"n_steps={model.n_steps}, n_envs={model.n_envs}, "
                                   f"policy {type(model.policy).__name__}")

@@ -138,8 +138,70 @@ def plan(target) -> list[tuple[str, str | None]]:
             ("in_expectation.advantages", None), ("in_expectation.returns", None),
             ("in_expectation.policy_gradient", None),
             ("update_level.kl", None), ("update_level.improvement", None),
-            ("update_level.convergence", None)]
+            ("update_level.convergence", None), ("update_level.critic", None)]
+    if "continuous" in getattr(target, "action_kinds", ("discrete",)):
+        out += [(f"{n}{LQR_SUFFIX}", why) for n, why in out if n.startswith("given_the_batch.")]
     return out
+
+
+#: Suffix of the given-the-batch checks run on the LQR environment (continuous actions).
+LQR_SUFFIX = "@lqr"
+LQR_TIME_LIMIT = 8
+
+
+LQR_ACTION_BOUND = 10.0
+
+
+def _lqr_env_fn() -> Callable:
+    """The double integrator with a time limit, declaring actions in [-10, 10] (float32).
+
+    Libraries such as Stable-Baselines3 require finite action bounds; the bound is far outside
+    what the suite's short runs sample, and actions are passed to the model unchanged.
+    """
+    import gymnasium as gym
+
+    from pgtheory.lqr import LinearQuadraticEnv, double_integrator
+
+    class _Bounded(gym.ActionWrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            m = env.unwrapped.model.n_action
+            self.action_space = gym.spaces.Box(-LQR_ACTION_BOUND, LQR_ACTION_BOUND, (m,),
+                                               np.float32)
+
+        def action(self, action):
+            return np.asarray(action, dtype=np.float64)
+
+    return lambda: gym.wrappers.TimeLimit(_Bounded(LinearQuadraticEnv(double_integrator())),
+                                          LQR_TIME_LIMIT)
+
+
+def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str) -> dict[str, CheckResult]:
+    """The given-the-batch layer with a diagonal-Gaussian policy on the double integrator.
+
+    The tabular layers (in expectation, update level) need a categorical policy on a finite
+    MDP; on the LQR environment only the batch-level checks, which hold for any policy
+    distribution and any environment, are run.
+    """
+    names = [n for n, why in plan(target) if n.endswith(LQR_SUFFIX) and why is None]
+    iterations: list[Iteration] = []
+    try:
+        agent = _validate_agent(target.make_agent(_lqr_env_fn(), seed=cfg.seed,
+                                                  num_envs=cfg.num_envs,
+                                                  num_steps=cfg.num_steps))
+        for _ in range(cfg.n_iterations):
+            iterations.append(agent.iterate())
+    except TargetProtocolError:
+        raise
+    except Exception as exc:
+        out = _fail_all(names, f"on the LQR environment the agent raised {exc!r} after "
+                               f"{len(iterations)} iteration(s)")
+        return {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
+    gamma, lam = float(hp["gamma"]), float(hp.get("gae_lambda", 1.0))
+    out = _batch_checks(agent, iterations, hp, algo, gamma, lam)
+    return {f"{n}{LQR_SUFFIX}": dataclasses.replace(
+        r, name=f"{n}{LQR_SUFFIX}", explanation=f"LQR (Gaussian policy): {r.explanation}")
+        for n, r in out.items()}
 
 
 def _skip(name: str, reason: str) -> CheckResult:
@@ -256,11 +318,14 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     say("in expectation")
     results.update(_expectation_checks(target, agent, mdp, env_fn, cfg, hp, algo))
 
+    if "continuous" in getattr(target, "action_kinds", ("discrete",)):
+        say("continuous actions (LQR)")
+        results.update(_continuous_checks(target, cfg, hp, algo))
     if cfg.train_steps > 0:
         say("update level: training")
         results.update(_training_checks(target, cfg, hp))
     else:
-        for n in ("update_level.improvement", "update_level.convergence"):
+        for n in ("update_level.improvement", "update_level.convergence", "update_level.critic"):
             results[n] = _skip(n, "no training budget (quick mode): run the full suite")
     return [results[n] for n, _ in planned]
 
@@ -376,8 +441,16 @@ def _training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResul
             if steps // per_record > before // per_record or steps >= cfg.train_steps:
                 pis.append(update.tabular_policy(agent, mdp.n_states))
     except Exception as exc:
-        return _fail_all(["update_level.improvement", "update_level.convergence"],
+        return _fail_all(["update_level.improvement", "update_level.convergence",
+                          "update_level.critic"],
                          f"training on probe 5 raised {exc!r} after {steps} env steps")
-    return {"update_level.improvement": update.check_improvement(mdp, pis),
-            "update_level.convergence": update.check_convergence(
-                mdp, pis[-1], budget=f", after {steps} env steps on probe 5")}
+    budget = f", after {steps} env steps on probe 5"
+    out = {"update_level.improvement": update.check_improvement(mdp, pis),
+           "update_level.convergence": update.check_convergence(mdp, pis[-1], budget=budget)}
+    if callable(getattr(agent, "value", None)):
+        out["update_level.critic"] = update.check_critic(
+            mdp, pis[-1], update.tabular_values(agent, mdp.n_states),
+            time_limit=cfg.time_limit, budget=budget)
+    else:
+        out["update_level.critic"] = _skip("update_level.critic", "the agent has no critic")
+    return out

@@ -7,7 +7,9 @@ On a :class:`~oracles.envs.TabularEnv` with one-hot observations the agent's pol
   distribution of ``pi_k`` for every update, against TRPO's delta (PPO's is reported);
 * :func:`check_improvement` -- the exact return ``J`` over a training run;
 * :func:`check_convergence` -- ``J`` of the final policy against the optimal ``J*`` (policy
-  iteration) within a relative tolerance.
+  iteration) within a relative tolerance;
+* :func:`check_critic` -- the fitted critic after training against the exact ``V`` of the final
+  policy (its regression target's expectation).
 
 References: Schulman et al. (2015), arXiv:1502.05477v5, Eq. (12) (the mean-KL constraint);
 Kakade & Langford (2002) (improvement for small steps); :mod:`pgtheory.evaluation`.
@@ -22,8 +24,8 @@ import numpy as np
 import pgtheory as pg
 from oracles.results import CheckResult
 
-__all__ = ["check_convergence", "check_improvement", "check_update_kl", "tabular_policy",
-           "tabular_values"]
+__all__ = ["check_convergence", "check_critic", "check_improvement", "check_update_kl",
+           "tabular_policy", "tabular_values"]
 
 LAYER = "update_level"
 
@@ -223,3 +225,69 @@ def check_convergence(mdp: pg.TabularMDP, pi, *, rtol: float = 0.05,
                            f"not near-optimal after training: {text}", tolerance=rtol)
     return CheckResult(name, LAYER, "pass", f">= {J_star - tol:.4g}", f"{J:.4g}",
                        f"near-optimal: {text}", tolerance=rtol)
+
+
+def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
+                 min_visit: float = 0.05, time_limit: int | None = None,
+                 budget: str = "") -> CheckResult:
+    """A fitted critic against its exact target: ``V_phi(s)`` vs the exact ``V_pi(s)``.
+
+    After training, the critic regresses on lambda-returns of (nearly) the final policy, whose
+    expectation is ``V_pi`` at every state the policy visits (for any lambda: ``V_pi`` is the
+    fixed point of every TD(lambda) target). The check compares the agent's critic with
+    :func:`pgtheory.state_values` of the final policy at the non-terminal states with
+    on-policy visitation at least ``min_visit``, within ``rtol * max_s |V_pi(s)|`` (the critic
+    lags a moving policy, so the tolerance is loose; defects that change the target, such as
+    regressing on the advantage, move it by a multiple of the values).
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi : array_like, shape (S, A)
+        The final policy.
+    values : array_like, shape (S,)
+        The agent's critic at every state.
+    rtol, min_visit : float
+    time_limit : int, optional
+        For the on-policy visitation.
+    budget : str
+        For the explanation.
+
+    Returns
+    -------
+    CheckResult
+
+    Raises
+    ------
+    InvalidPolicyError
+        ``pi`` is not a stochastic (S, A) matrix.
+
+    References
+    ----------
+    Sutton & Barto (2018), Sec. 12.1 (the lambda-return's expectation is V_pi);
+    :func:`pgtheory.state_values`, :func:`pgtheory.on_policy_distribution`.
+    """
+    name = "update_level.critic"
+    v = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(v)):
+        return CheckResult(name, LAYER, "fail", "finite values", "NaN/inf",
+                           "the critic returns non-finite values")
+    exact = pg.state_values(mdp, pi)
+    visit = pg.on_policy_distribution(mdp, pi, time_limit=time_limit)
+    mask = (visit >= min_visit) & ~mdp.terminal.astype(bool)
+    tol = rtol * max(float(np.abs(exact[mask]).max()) if mask.any() else 0.0, 1e-6)
+    err = np.abs(v - exact)
+    worst = int(np.flatnonzero(mask)[np.argmax(err[mask])])
+    text = (f"max |V_phi - V_pi| = {err[worst]:.3g} at state {worst} (V_phi {v[worst]:.4g}, "
+            f"V_pi {exact[worst]:.4g}) over {int(mask.sum())} visited states, allowed "
+            f"{tol:.3g}{budget}")
+    if err[worst] > tol:
+        why = ""
+        if abs(v[worst] - 0.5 * exact[worst]) < tol:
+            why = "; V_phi is about V_pi / 2, as when the critic regresses on the advantage"
+        return CheckResult(name, LAYER, "fail", f"{exact[worst]:.4g}", f"{v[worst]:.4g}",
+                           f"the fitted critic is off its exact target: {text}{why}",
+                           tolerance=rtol)
+    return CheckResult(name, LAYER, "pass", f"{exact[worst]:.4g}", f"{v[worst]:.4g}",
+                       f"the fitted critic matches V of the final policy: {text}",
+                       tolerance=rtol)

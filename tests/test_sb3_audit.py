@@ -20,7 +20,7 @@ from oracles.audit import format_report, resolve_target, run_audit
 from oracles.protocol import TargetProtocolError
 from oracles.sb3_bugs import BUGS, CONTROLS
 
-NAN_WARNING = "ignore:std\\(\\)\\: degrees of freedom:UserWarning"
+NAN_WARNING = "ignore:std\\(\\):UserWarning"
 
 
 def _flagged_by(report, bug) -> list[str]:
