@@ -229,9 +229,26 @@ class SeededBug:
     factory: Callable
     caught_by: tuple[str, ...]
 
+    @property
+    def injection(self) -> str:
+        """How the defect enters the model (rollout buffer, wrapper, policy, train, TRPO)."""
+        return _INJECTION.get(self.name, "rollout-buffer subclass")
+
 
 def _bug(name, bug_class, description, reported, factory, *caught_by) -> SeededBug:
     return SeededBug(name, bug_class, description, reported, factory, tuple(caught_by))
+
+
+_INJECTION = {
+    "truncation_as_termination": "gymnasium env wrapper",
+    "bootstrap_from_reset_obs": "VecEnv wrapper",
+    "entropy_sign": "policy subclass (evaluate_actions)",
+    **{n: "PPO subclass, train() written here" for n in (
+        "ppo_min_max_swapped", "ppo_ratio_inverted", "ppo_clip_on_advantage",
+        "ppo_old_logprob_recomputed", "ppo_normalize_minibatch_of_one")},
+    "trpo_direction_gradient": "TRPO subclass (hessian_vector_product)",
+    "trpo_fisher_doubled": "TRPO subclass (hessian_vector_product)",
+}
 
 
 LINEAR = {"policy_kwargs": {"net_arch": []}}

@@ -73,6 +73,11 @@ class SuiteConfig:
         least this many steps).
     alpha : float
         False-positive rate of the suite's statistical checks together (each gets alpha / 3).
+    require_convergence : bool
+        True (the pytest suite): not reaching near-optimal J in ``train_steps`` fails. False
+        (the audit of arbitrary configurations, whose learning rate may simply be too small
+        for the budget): it is reported as an inconclusive skip with the measured J, and the
+        improvement check still asserts that J rose.
     """
 
     seed: int = 0
@@ -85,6 +90,7 @@ class SuiteConfig:
     max_trials: int = 2000
     train_steps: int = 9600
     alpha: float = 0.01
+    require_convergence: bool = True
 
     @classmethod
     def quick(cls, seed: int = 0) -> SuiteConfig:
@@ -445,12 +451,20 @@ def _training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResul
                           "update_level.critic"],
                          f"training on probe 5 raised {exc!r} after {steps} env steps")
     budget = f", after {steps} env steps on probe 5"
+    conv = update.check_convergence(mdp, pis[-1], budget=budget)
     out = {"update_level.improvement": update.check_improvement(mdp, pis),
-           "update_level.convergence": update.check_convergence(mdp, pis[-1], budget=budget)}
-    if callable(getattr(agent, "value", None)):
+           "update_level.convergence": conv}
+    if conv.verdict == "fail" and not cfg.require_convergence:
+        out["update_level.convergence"] = dataclasses.replace(
+            conv, verdict="skip", explanation=f"inconclusive: {conv.explanation}; the budget "
+            f"may be too small for these hyperparameters (not a defect by itself)")
+    if not callable(getattr(agent, "value", None)):
+        out["update_level.critic"] = _skip("update_level.critic", "the agent has no critic")
+    elif conv.verdict == "fail":
+        out["update_level.critic"] = _skip("update_level.critic", "the policy did not converge, "
+                                           "so the critic's target was still moving")
+    else:
         out["update_level.critic"] = update.check_critic(
             mdp, pis[-1], update.tabular_values(agent, mdp.n_states),
             time_limit=cfg.time_limit, budget=budget)
-    else:
-        out["update_level.critic"] = _skip("update_level.critic", "the agent has no critic")
     return out
