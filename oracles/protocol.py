@@ -19,8 +19,9 @@ Agent
     parameters; ``named_parameters() -> dict[str, torch.nn.Parameter]`` (every trained
     parameter; the oracles read and temporarily overwrite them and always restore them);
     ``iterate() -> Iteration`` (one collection and one update, recorded); optionally
-    ``value(obs) -> Tensor[B]`` and ``collect() -> Rollout`` (one collection without the
-    update; the in-expectation trials use it when present, to save the update's time).
+    ``value(obs) -> Tensor[B]`` and ``collect() -> Rollout`` (one collection that starts
+    from fresh env resets, without the update; when present the in-expectation trials reuse
+    one agent, restoring its parameters before each call, instead of building one per trial).
 
 Recording
     :class:`Iteration` holds the :class:`Rollout` exactly as the implementation stored it, the

@@ -264,11 +264,11 @@ class SB3Agent:
                          self.recorder.take(), snapshot(self.named_parameters()))
 
     def collect(self) -> Rollout:
-        """One collection without the update (the in-expectation trials use this)."""
+        """One collection from fresh env resets, without the update (see the protocol)."""
         m = self.model
         m.train = lambda: None  # instance attribute shadows the class's train for this call
-        try:
-            m.learn(total_timesteps=m.n_steps * m.n_envs, reset_num_timesteps=False,
+        try:  # reset_num_timesteps=True makes learn() reset the env: a fresh buffer
+            m.learn(total_timesteps=m.n_steps * m.n_envs, reset_num_timesteps=True,
                     callback=self._callback)
         finally:
             del m.train

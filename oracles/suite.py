@@ -367,11 +367,14 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     shapes = set()
     i = steps = 0
     try:
+        a = None
         while i < cfg.max_trials and (i < cfg.n_trials or steps < cfg.trial_steps):
-            a = target.make_agent(env_fn, seed=cfg.seed + 1 + i, num_envs=cfg.num_envs,
-                                  num_steps=cfg.num_steps)
+            # one fresh buffer per trial: agents that can collect from fresh resets without
+            # updating are built once; others are built anew and run one iteration
+            if a is None or not callable(getattr(a, "collect", None)):
+                a = target.make_agent(env_fn, seed=cfg.seed + 1 + i, num_envs=cfg.num_envs,
+                                      num_steps=cfg.num_steps)
             restore(a.named_parameters(), snap)
-            # one fresh buffer; agents that can collect without updating save the update's time
             r = a.collect() if callable(getattr(a, "collect", None)) else a.iterate().rollout
             shapes.add(r.shape)
             i, steps = i + 1, steps + int(np.prod(r.shape))
