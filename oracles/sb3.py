@@ -160,9 +160,9 @@ class SB3Target:
         self.notes = _default_notes(self.hyperparameters, self.algorithm)
         self.action_kinds: tuple[str, ...] = ("discrete",)
         try:  # the same factory on the LQR env exercises the diagonal-Gaussian path
-            from oracles.suite import _lqr_env_fn
+            from oracles.suite import lqr_env_fn
 
-            self._build(_lqr_env_fn()(), seed=0)
+            self._build(lqr_env_fn()(), seed=0)
             self.action_kinds = ("discrete", "continuous")
         except TargetProtocolError as exc:
             self.notes.append(f"continuous actions not audited: the factory did not build a "

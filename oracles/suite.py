@@ -27,7 +27,7 @@ from oracles.protocol import Iteration, TargetProtocolError, load_target, restor
 from oracles.protocol import validate_agent as _validate_agent
 from oracles.results import CheckResult
 
-__all__ = ["SuiteConfig", "plan", "run_suite"]
+__all__ = ["SuiteConfig", "lqr_env_fn", "oracle_mdp", "plan", "run_suite"]
 
 COMPONENT_CHECKS: dict[str, Callable] = {
     "gae": lambda f, hp: components.check_gae(f, gamma=hp["gamma"],
@@ -158,7 +158,7 @@ LQR_TIME_LIMIT = 8
 LQR_ACTION_BOUND = 10.0
 
 
-def _lqr_env_fn() -> Callable:
+def lqr_env_fn() -> Callable:
     """The double integrator with a time limit, declaring actions in [-10, 10] (float32).
 
     Libraries such as Stable-Baselines3 require finite action bounds; the bound is far outside
@@ -192,7 +192,7 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str) -> dict[st
     names = [n for n, why in plan(target) if n.endswith(LQR_SUFFIX) and why is None]
     iterations: list[Iteration] = []
     try:
-        agent = _validate_agent(target.make_agent(_lqr_env_fn(), seed=cfg.seed,
+        agent = _validate_agent(target.make_agent(lqr_env_fn(), seed=cfg.seed,
                                                   num_envs=cfg.num_envs,
                                                   num_steps=cfg.num_steps))
         for _ in range(cfg.n_iterations):
