@@ -157,6 +157,7 @@ class AuditReport:
         return lines
 
     def to_json(self) -> dict:
+        """The report as JSON-serializable data (what ``--json`` writes)."""
         return {"target": self.target, "default_used": self.default_used,
                 "description": self.description, "seed": self.seed, "quick": self.quick,
                 "exit_code": self.exit_code, "error": self.error, "seconds": self.seconds,

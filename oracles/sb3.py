@@ -33,6 +33,7 @@ Implementations", JMLR 22(268); the rollout-buffer layout and callbacks as of SB
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -96,11 +97,8 @@ def _algorithm_of(model) -> str:
         return "ppo"
     if isinstance(model, sb3.A2C):
         return "a2c"
-    try:
-        from sb3_contrib import TRPO
-    except ImportError:
-        TRPO = ()
-    if TRPO and isinstance(model, TRPO):
+    contrib = importlib.util.find_spec("sb3_contrib")
+    if contrib is not None and isinstance(model, importlib.import_module("sb3_contrib").TRPO):
         return "trpo"
     raise TargetProtocolError(f"factory: expected a stable_baselines3 PPO or A2C or an "
                               f"sb3_contrib TRPO model (or a subclass), received "
@@ -239,10 +237,11 @@ class SB3Agent:
     def _obs(self, obs):
         import torch
 
-        return torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs,
-                               dtype=torch.float32).to(self.model.policy.device)
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.model.policy.device)
 
     def distribution(self, obs):
+        """The policy at ``obs`` (B, *obs_shape): Categorical, or Independent Normal (log-prob
+        summed over action dimensions)."""
         import torch
 
         d = self.model.policy.get_distribution(self._obs(obs)).distribution
@@ -251,9 +250,17 @@ class SB3Agent:
         return d
 
     def value(self, obs):
+        """The critic at ``obs`` (B, *obs_shape): tensor (B,), reward units."""
         return self.model.policy.predict_values(self._obs(obs)).squeeze(-1)
 
     def iterate(self) -> Iteration:
+        """One collection and update through ``model.learn``, recorded (see the protocol).
+
+        Raises
+        ------
+        TargetProtocolError
+            The model's ``learn()`` collected no rollout.
+        """
         m = self.model
         m.learn(total_timesteps=m.n_steps * m.n_envs, reset_num_timesteps=False,
                 callback=self._callback)
@@ -312,11 +319,12 @@ class SB3Agent:
         buf._pgtheory_watched = True
 
 
-def builtin_factory(class_name: str) -> Callable:
+def builtin_factory(class_name: str, **overrides) -> Callable:
     """``FACTORY(env)`` for a library class with its default hyperparameters.
 
     ``class_name`` is ``"PPO"``, ``"A2C"`` or ``"TRPO"``; only the sizing in
-    :data:`BUILTIN_DEFAULTS` departs from the defaults.
+    :data:`BUILTIN_DEFAULTS` and the keyword ``overrides`` (passed to the class, e.g.
+    ``policy_kwargs`` or ``rollout_buffer_class``) depart from the defaults.
 
     Raises
     ------
@@ -328,7 +336,7 @@ def builtin_factory(class_name: str) -> Callable:
                                   f"{class_name!r}")
     module = "sb3_contrib" if class_name == "TRPO" else "stable_baselines3"
     cls = getattr(_import(module), class_name)
-    kwargs = BUILTIN_DEFAULTS[class_name]
+    kwargs = {**BUILTIN_DEFAULTS[class_name], **overrides}
 
     def factory(env):
         return cls("MlpPolicy", env, **kwargs)

@@ -73,20 +73,12 @@ def _buffer_class(defect: str):
     return DefectiveBuffer
 
 
-def _with_buffer(algorithm: str, defect: str, **kwargs) -> Callable:
+def _with_buffer(algorithm: str, defect: str) -> Callable:
     def factory(env):
-        cls = _algorithm_class(algorithm)
-        return cls("MlpPolicy", env, rollout_buffer_class=_buffer_class(defect),
-                   **{**_sizes(algorithm), **kwargs})
+        from oracles.sb3 import builtin_factory
+
+        return builtin_factory(algorithm, rollout_buffer_class=_buffer_class(defect))(env)
     return factory
-
-
-def _algorithm_class(algorithm: str):
-    if algorithm == "TRPO":
-        from sb3_contrib import TRPO
-
-        return TRPO
-    return getattr(_sb3(), algorithm)
 
 
 def _sizes(algorithm: str) -> dict:
@@ -326,7 +318,9 @@ BUGS: dict[str, SeededBug] = {b.name: b for b in [
 
 def _builtin(name: str, **kwargs) -> Callable:
     def factory(env):
-        return _algorithm_class(name)("MlpPolicy", env, **{**_sizes(name), **kwargs})
+        from oracles.sb3 import builtin_factory
+
+        return builtin_factory(name, **kwargs)(env)
     return factory
 
 
