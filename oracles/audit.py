@@ -12,6 +12,9 @@ TARGET forms
   hyperparameters (rollout length sized for the audit, see :data:`oracles.sb3.BUILTIN_DEFAULTS`);
 * ``sb3:MODULE:FACTORY``: ``FACTORY(env)`` returns a configured Stable-Baselines3 / sb3-contrib
   model on the oracle env it is given (:mod:`oracles.sb3`);
+* ``ppo``, ``a2c``, ``trpo``, ``reinforce``: the project's own implementations
+  (:mod:`implementations`) with their default configurations; ``npg``: TRPO's natural-gradient
+  switch;
 * ``example-ppo``, ``example-a2c``, ``example-trpo``: the compact example targets of
   :mod:`oracles.example_target`;
 * ``MODULE:ATTR``: an object (or zero-argument factory) following :mod:`oracles.protocol`.
@@ -75,10 +78,10 @@ def resolve_target(spec: str | None) -> Any:
         from oracles import example_target
 
         return getattr(example_target, spec.split("-")[1])()
-    if spec in ("ppo", "a2c", "trpo", "reinforce"):
-        raise TargetProtocolError(f"target {spec!r}: the project's own implementations "
-                                  f"(implementations/) are not built yet; audit 'example-ppo', "
-                                  f"'example-a2c', 'example-trpo' or 'sb3:PPO' instead")
+    if spec in ("ppo", "a2c", "trpo", "reinforce", "npg"):
+        from implementations.targets import target
+
+        return target("trpo", npg=True) if spec == "npg" else target(spec)
     return load_target(spec)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -571,7 +572,7 @@ def _flat_params(values: dict, names: list[str]) -> np.ndarray:
 
 
 def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
-                 adv) -> tuple[np.ndarray, np.ndarray, Callable, Callable]:
+                 adv, *, explicit: bool = True) -> tuple[Any, np.ndarray, Callable, Callable]:
     """``F`` (Hessian of the batch mean KL) and ``g`` (surrogate gradient) at ``params``.
 
     Parameters
@@ -583,11 +584,15 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
     names : list of str
         Actor parameter names, in the order of the flat vectors.
     obs, act, logp_old, adv : torch.Tensor, leading shape (B,)
+    explicit : bool
+        Build ``F`` as a matrix (d double-backward passes), or return the Fisher-vector product
+        ``v -> F v`` (one double-backward pass per call; for large actors).
 
     Returns
     -------
-    F : ndarray, shape (d, d)
-        Symmetrized, built row by row with double backward (d = actor parameter count).
+    F : ndarray, shape (d, d), or callable ndarray (d,) -> ndarray (d,)
+        Symmetrized, built row by row with double backward (d = actor parameter count); the
+        product form when ``explicit`` is False.
     g : ndarray, shape (d,)
     kl_at, surrogate_at : callable
         Batch mean ``KL(pi_params || pi_theta)`` (nats; ``kl_at(theta, reverse=True)`` gives
@@ -612,15 +617,30 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
         dist = agent.distribution(obs)
         surr = (torch.exp(dist.log_prob(act) - logp_old) * adv).mean()
         g = np.concatenate([_np(x).ravel() for x in torch.autograd.grad(surr, plist)])
-        kl = torch.distributions.kl_divergence(old, agent.distribution(obs)).mean()
-        gk = torch.cat([x.reshape(-1) for x in torch.autograd.grad(kl, plist,
-                                                                   create_graph=True)])
-        F = np.zeros((gk.numel(), gk.numel()))
-        for i in range(gk.numel()):
-            row = torch.autograd.grad(gk[i], plist, retain_graph=True, allow_unused=True)
-            F[i] = np.concatenate([_np(x).ravel() if x is not None else np.zeros(p.numel())
-                                   for x, p in zip(row, plist, strict=True)])
-    F = 0.5 * (F + F.T)
+        if explicit:
+            kl = torch.distributions.kl_divergence(old, agent.distribution(obs)).mean()
+            gk = torch.cat([x.reshape(-1) for x in torch.autograd.grad(kl, plist,
+                                                                       create_graph=True)])
+            F = np.zeros((gk.numel(), gk.numel()))
+            for i in range(gk.numel()):
+                row = torch.autograd.grad(gk[i], plist, retain_graph=True, allow_unused=True)
+                F[i] = np.concatenate([_np(x).ravel() if x is not None else np.zeros(p.numel())
+                                       for x, p in zip(row, plist, strict=True)])
+            F = 0.5 * (F + F.T)
+
+    def fisher_vector_product(v: np.ndarray) -> np.ndarray:
+        with parameters_set(agent, params):
+            live = [agent.named_parameters()[n] for n in names]
+            kl = torch.distributions.kl_divergence(old, agent.distribution(obs)).mean()
+            gk = torch.autograd.grad(kl, live, create_graph=True)
+            vt = torch.as_tensor(v, dtype=gk[0].dtype, device=gk[0].device)
+            gv = torch.cat([x.reshape(-1) for x in gk]) @ vt
+            hv = torch.autograd.grad(gv, live, allow_unused=True)
+        return np.concatenate([_np(x).ravel() if x is not None else np.zeros(p.numel())
+                               for x, p in zip(hv, live, strict=True)])
+
+    if not explicit:
+        F = fisher_vector_product
 
     def evaluate(flat: np.ndarray, reverse: bool = False) -> tuple[float, float]:
         vals = dict(params)
@@ -640,12 +660,32 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
     return F, g, (lambda f, reverse=False: evaluate(f, reverse)[0]), (lambda f: evaluate(f)[1])
 
 
+def _reference_cg(matvec: Callable, b: np.ndarray, n_iters: int) -> np.ndarray:
+    """``n_iters`` CG iterations from 0 (Nocedal & Wright 2006, Alg. 5.2), float64; stops once
+    the residual is negligible relative to ``b`` (further iterations would divide by ~0)."""
+    x = np.zeros_like(b)
+    r, p = b.copy(), b.copy()
+    rr = r0 = float(r @ r)
+    for _ in range(n_iters):
+        if rr <= 1e-24 * r0 or rr == 0.0:
+            break
+        Ap = matvec(p)
+        alpha = rr / float(p @ Ap)
+        x, r = x + alpha * p, r - alpha * Ap
+        rr_new = float(r @ r)
+        p, rr = r + (rr_new / rr) * p, rr_new
+    return x
+
+
 def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_tol: float = 1e-3,
                      length_tol: float = 2e-2, max_params: int = 4096) -> CheckResult:
     """Each TRPO actor step against the batch's natural gradient, step length and KL bound.
 
     With ``F`` the Hessian of the batch mean KL at the collection parameters (exact, autograd),
-    ``g`` the surrogate gradient, ``lambda`` = ``cg_damping`` and ``x = (F + lambda I)^{-1} g``:
+    ``g`` the surrogate gradient, ``lambda`` = ``cg_damping`` and ``x = (F + lambda I)^{-1} g``
+    (or, when the target declares ``cg_iters``, the ``cg_iters``-th conjugate-gradient iterate
+    for that system, replayed in float64 with exact Fisher-vector products, which also covers
+    actors too large for an explicit ``F``):
 
     * direction: ``cos(step, x) >= 1 - direction_tol``;
     * length: ``step = beta c^j x`` for an integer ``j >= 0``, ``beta = sqrt(2 delta /
@@ -660,7 +700,8 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
     Returns
     -------
     CheckResult
-        Skipped for actors with more than ``max_params`` parameters (the explicit F).
+        Skipped for actors with more than ``max_params`` parameters when no ``cg_iters`` is
+        declared (the exact solve needs the explicit F).
 
     Raises
     ------
@@ -675,6 +716,7 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
     delta = float(hp["max_kl"])
     lam = float(hp.get("cg_damping", 0.0) or 0.0)
     shrink = float(hp.get("line_search_shrinking_factor", 0.5))
+    cg_iters = hp.get("cg_iters")
     accepted = rejected = 0
     max_dev = 0.0
     for k, it in enumerate(iterations):
@@ -683,20 +725,30 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
         roles = parameter_roles(agent, obs[:8])
         names = [n for n, role in roles.items() if role == "actor"]
         n_par = sum(it.parameters_at_collection[n].numel() for n in names)
-        if n_par > max_params:
+        explicit = n_par <= max_params
+        if not explicit and cg_iters is None:
             return CheckResult(name, LAYER, "skip", f"<= {max_params} actor parameters",
-                               str(n_par), "the actor is too large for an explicit Fisher")
+                               str(n_par), "the actor is too large for an explicit Fisher and "
+                               "the target declares no cg_iters (a truncated CG could be "
+                               "replayed with Fisher-vector products)")
         adv = torch.as_tensor(r.flat("advantages"))
         if hp.get("normalize_advantage"):
             adv = _normalize(adv, "ddof1")
         F, g, kl_at, surr_at = batch_fisher(
             agent, it.parameters_at_collection, names, obs, torch.as_tensor(r.flat("actions")),
-            torch.as_tensor(r.flat("log_probs")), adv)
+            torch.as_tensor(r.flat("log_probs")), adv, explicit=explicit)
         theta0 = _flat_params(it.parameters_at_collection, names)
         step = _flat_params(it.parameters_after, names) - theta0
-        H = F + lam * np.eye(F.shape[0])
-        x = np.linalg.lstsq(H, g, rcond=None)[0]
-        xHx = float(x @ H @ x)
+        if explicit:
+            H = F + lam * np.eye(F.shape[0])
+            matvec = H.__matmul__
+        else:
+            matvec = (lambda v, F=F: F(v) + lam * v)  # noqa: E731
+        if cg_iters is not None:  # the implementation's truncated CG, replayed in float64
+            x = _reference_cg(matvec, g, int(cg_iters))
+        else:
+            x = np.linalg.lstsq(H, g, rcond=None)[0]
+        xHx = float(x @ matvec(x))
         if not _finite(step):
             return CheckResult(name, LAYER, "fail", "finite step", "NaN/inf",
                                f"iteration {k}: the actor step contains NaN or inf")

@@ -211,7 +211,19 @@ def _make_probe(k: int, gamma: float = 0.9, observation: str = "onehot") -> Tabu
     return TabularEnv(probe_mdp(k, gamma=gamma), observation=observation)
 
 
+def _make_example(name: str, gamma: float = 0.9, observation: str = "onehot",
+                  **kwargs) -> TabularEnv:
+    mdp = {"chain": pg.chain, "gridworld": pg.gridworld}[name](gamma=gamma, **kwargs)
+    return TabularEnv(mdp, observation=observation)
+
+
 gym.register(id="pgtheory/Tabular-v0", entry_point="oracles.envs:TabularEnv")
+#: Two small MDPs with known optimal J for learning tests (time limits truncate, never terminate).
+gym.register(id="pgtheory/Chain-v0", entry_point="oracles.envs:_make_example",
+             kwargs={"name": "chain", "n_states": 5}, max_episode_steps=50)
+gym.register(id="pgtheory/GridWorld-v0", entry_point="oracles.envs:_make_example",
+             kwargs={"name": "gridworld", "width": 4, "height": 4, "slip": 0.1},
+             max_episode_steps=50)
 for _k in PROBE_DESCRIPTIONS:
     gym.register(id=f"pgtheory/Probe{_k}-v0", entry_point="oracles.envs:_make_probe",
                  kwargs={"k": _k})

@@ -77,6 +77,8 @@ HYPERPARAMETERS = {
     "vf_coef": "value loss coefficient (matters only for shared parameters)",
     "max_kl": "TRPO trust-region delta",
     "cg_damping": "TRPO damping lambda in (F + lambda I) x = g (default 0)",
+    "cg_iters": "TRPO conjugate-gradient iterations (None: the step is checked against the "
+                "exact solve)",
     "line_search_shrinking_factor": "TRPO backtracking factor (default 0.5)",
     "target_kl": "PPO target KL for early stopping (None: no bound)",
     "gamma_t_weighting": "REINFORCE multiplies the t-th term by gamma^t (default False)",

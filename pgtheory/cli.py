@@ -121,6 +121,32 @@ def _audit(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _train(args: argparse.Namespace) -> int:
+    from implementations import ALGORITHMS
+    from implementations.train import parse_overrides, train
+
+    if args.resume is None and args.algorithm is None:
+        print("pgtheory train: expected ALGO (reinforce, a2c, trpo, ppo) or --resume DIR")
+        return 2
+    if args.resume is None and args.env is None:
+        print("pgtheory train: expected --env ENV_ID (e.g. Hopper-v5, CartPole-v1, "
+              "pgtheory/Probe5-v0)")
+        return 2
+    config_class = ALGORITHMS[args.algorithm][1] if args.algorithm in ALGORITHMS else None
+    overrides = parse_overrides(args.set, config_class) if config_class else None
+    res = train(args.algorithm, args.env, total_steps=args.total_steps, seed=args.seed,
+                num_envs=args.num_envs, device=args.device, out=args.out, overrides=overrides,
+                resume=args.resume, eval_episodes=args.eval_episodes,
+                progress=not args.no_progress, tensorboard=not args.no_tensorboard,
+                threads=args.threads)
+    print(f"{res.iterations} iterations, {res.env_steps} env steps in {res.seconds:.1f} s; "
+          f"training return (last 100 episodes) {res.train_return:.2f}; deterministic "
+          f"evaluation {res.eval_return:.2f} +- {res.eval_std:.2f} over {res.eval_episodes} "
+          f"episodes")
+    print(f"logs, checkpoint and learning curve in {res.out}/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pgtheory",
@@ -160,12 +186,38 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--verbose", action="store_true", help="explain every check")
     audit.add_argument("--no-progress", action="store_true", help="no progress display")
     audit.set_defaults(func=_audit)
+
+    tr = sub.add_parser("train", help="train the project's REINFORCE, A2C, TRPO or PPO on a "
+                                      "gymnasium environment (CSV/TensorBoard logs, "
+                                      "checkpoints, resume, evaluation, learning curve)")
+    tr.add_argument("algorithm", nargs="?", choices=["reinforce", "a2c", "trpo", "ppo"],
+                    help="the algorithm (omit with --resume)")
+    tr.add_argument("--env", help="gymnasium id: Hopper-v5, CartPole-v1, pgtheory/Probe5-v0, ...")
+    tr.add_argument("--total-steps", type=int, default=1_000_000, help="env steps (default 1M)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--num-envs", type=int, default=1, help="parallel environments")
+    tr.add_argument("--device", default="auto", help="auto | cpu | cuda (networks and updates; "
+                                                     "envs step on the CPU)")
+    tr.add_argument("--out", help="output directory (default runs/ALGO-ENV-sSEED)")
+    tr.add_argument("--resume", metavar="DIR", help="continue a killed run from its directory")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="configuration setting, e.g. --set learning_rate=1e-3 --set "
+                         "normalize_obs=true (repeatable)")
+    tr.add_argument("--eval-episodes", type=int, default=10,
+                    help="episodes of the final deterministic evaluation")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--no-tensorboard", action="store_true", help="CSV log only")
+    tr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    tr.set_defaults(func=_train)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except ValueError as exc:
         print(f"pgtheory {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # e.g. a diverged training run (its checkpoint is kept)
+        print(f"pgtheory {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,108 @@
+"""The implementations as oracle targets (:mod:`oracles.protocol`).
+
+``pgtheory audit ppo`` and ``pytest --pg-target ppo`` resolve to :func:`target` of the algorithm
+file. The component functions exposed are the :mod:`implementations.core` functions the
+algorithm calls, adapted only in argument types (the checks pass numpy arrays to the
+advantage estimators).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from implementations import core
+
+__all__ = ["ImplementationTarget", "target"]
+
+#: Hyperparameter names the oracles read, from the configuration fields of the same meaning.
+_DECLARED = ("gamma", "gae_lambda", "normalize_advantage", "clip_range", "clip_range_vf",
+             "ent_coef", "vf_coef", "max_kl", "cg_damping", "cg_iters",
+             "line_search_shrinking_factor", "target_kl", "gamma_t_weighting")
+
+
+def _gae(rewards, values, next_values, terminated, truncated, gamma, lam):
+    return core.gae(rewards, values, next_values, terminated, truncated, gamma, lam)
+
+
+def _returns(rewards, next_values, terminated, truncated, gamma):
+    return core.discounted_returns(rewards, next_values, terminated, truncated, gamma)
+
+
+_COMMON_COMPONENTS = {
+    "categorical_entropy": core.categorical_entropy, "categorical_kl": core.categorical_kl,
+    "gaussian_log_prob": core.gaussian_log_prob, "gaussian_entropy": core.gaussian_entropy,
+    "gaussian_kl": core.gaussian_kl,
+}
+
+_COMPONENTS = {
+    "reinforce": {"discounted_returns": _returns},
+    "a2c": {"gae": _gae},
+    "ppo": {"gae": _gae, "clipped_surrogate_loss": core.clipped_surrogate_loss,
+            "clipped_value_loss": core.clipped_value_loss, "kl_k1": core.kl_k1,
+            "kl_k2": core.kl_k2, "kl_k3": core.kl_k3},
+    "trpo": {"gae": _gae, "conjugate_gradient": core.conjugate_gradient,
+             "backtracking_line_search": core.backtracking_line_search},
+}
+
+
+#: Settings changed for the oracle environments, whose buffers are 4 envs x 16 steps (64 samples)
+#: instead of thousands: PPO keeps minibatches of 16 samples rather than 2, TRPO's critic
+#: likewise. Everything else is the algorithm's default configuration.
+ORACLE_SETTINGS = {"reinforce": {}, "a2c": {}, "ppo": {"n_minibatches": 4},
+                   "trpo": {"critic_minibatches": 4}}
+
+
+class ImplementationTarget:
+    """One algorithm file's agent with one configuration, as a protocol target.
+
+    Parameters
+    ----------
+    agent_class : type
+        A subclass of :class:`implementations.common.Agent`.
+    config : CommonConfig subclass
+
+    Notes
+    -----
+    The oracles size the rollouts (``num_envs``, ``num_steps``); every other setting is the
+    configuration's. Actions may be discrete or continuous (``action_kinds``), so the suite also
+    runs the given-the-batch layer on its LQR environment.
+    """
+
+    action_kinds = ("discrete", "continuous")
+
+    def __init__(self, agent_class, config) -> None:
+        self.agent_class, self.config = agent_class, config
+        self.algorithm = agent_class.algorithm
+        self.name = self.algorithm
+        fields = {f.name for f in dataclasses.fields(config)}
+        self.hyperparameters = {k: getattr(config, k) for k in _DECLARED if k in fields}
+        if self.algorithm != "ppo":
+            self.hyperparameters.pop("clip_range_vf", None)
+        self.components = {**_COMMON_COMPONENTS, **_COMPONENTS[self.algorithm]}
+
+    def make_agent(self, env_fn, *, seed: int, num_envs: int, num_steps: int):
+        return self.agent_class(env_fn, self.config, seed=seed, num_envs=num_envs,
+                                num_steps=num_steps, record=True)
+
+    def __repr__(self) -> str:
+        return f"ImplementationTarget({self.agent_class.__name__}, {self.config!r})"
+
+
+def target(algorithm: str, **overrides) -> ImplementationTarget:
+    """The target for ``algorithm`` in {"reinforce", "a2c", "trpo", "ppo"}: the default
+    configuration with :data:`ORACLE_SETTINGS` and then ``overrides`` applied.
+
+    Raises
+    ------
+    ConfigError
+        Unknown algorithm or setting.
+    """
+    from implementations import ALGORITHMS
+    from implementations.common import ConfigError
+
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"algorithm: expected one of {sorted(ALGORITHMS)}, received "
+                          f"{algorithm!r}")
+    agent_class, config_class = ALGORITHMS[algorithm]
+    settings = {**ORACLE_SETTINGS[algorithm], **overrides}
+    return ImplementationTarget(agent_class, config_class().replace(**settings))
