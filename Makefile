@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup audit demo test bench bench-audit accuracy fpr catalogue lint clean
+.PHONY: setup audit demo test bench bench-audit bench-throughput bench-returns accuracy fpr catalogue lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(STAMP)
 
 bench-audit: $(STAMP)
 	$(PY) tests/benchmarks/audit_time.py
+
+bench-throughput: $(STAMP)
+	$(PY) tests/benchmarks/ppo_throughput.py
+
+bench-returns: $(STAMP)
+	$(PY) tests/benchmarks/mujoco_returns.py --algos ppo,trpo --envs Hopper-v5 --seeds 0,1,2 --steps 1000000 --jobs 2 --out runs/mujoco
 
 accuracy: $(STAMP)
 	$(PY) tests/benchmarks/accuracy.py

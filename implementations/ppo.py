@@ -1,8 +1,8 @@
 """Proximal Policy Optimization (clipped surrogate; adaptive-KL-penalty variant as a switch).
 
 Read top to bottom: the configuration, the agent (its advantage estimate and its update), the
-oracle target and the training entry point. Shared pieces (collection, networks, the protocol)
-are in :mod:`implementations.common`; every loss and estimator is a function of
+oracle target. Shared pieces (collection, networks, the protocol) are in
+:mod:`implementations.common`; every loss and estimator is a function of
 :mod:`implementations.core` with its own component check.
 
 Implementation details and their sources

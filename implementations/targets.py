@@ -28,20 +28,27 @@ def _returns(rewards, next_values, terminated, truncated, gamma):
     return core.discounted_returns(rewards, next_values, terminated, truncated, gamma)
 
 
-_COMMON_COMPONENTS = {
-    "categorical_entropy": core.categorical_entropy, "categorical_kl": core.categorical_kl,
-    "gaussian_log_prob": core.gaussian_log_prob, "gaussian_entropy": core.gaussian_entropy,
-    "gaussian_kl": core.gaussian_kl,
-}
+def _late(name: str):
+    """``core.NAME`` looked up at call time, so the check sees what the agent calls now."""
+    def call(*args, **kwargs):
+        return getattr(core, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+_COMMON_COMPONENTS = {k: _late(k) for k in ("categorical_entropy", "categorical_kl",
+                                            "gaussian_log_prob", "gaussian_entropy",
+                                            "gaussian_kl")}
 
 _COMPONENTS = {
     "reinforce": {"discounted_returns": _returns},
     "a2c": {"gae": _gae},
-    "ppo": {"gae": _gae, "clipped_surrogate_loss": core.clipped_surrogate_loss,
-            "clipped_value_loss": core.clipped_value_loss, "kl_k1": core.kl_k1,
-            "kl_k2": core.kl_k2, "kl_k3": core.kl_k3},
-    "trpo": {"gae": _gae, "conjugate_gradient": core.conjugate_gradient,
-             "backtracking_line_search": core.backtracking_line_search},
+    "ppo": {"gae": _gae, **{k: _late(k) for k in ("clipped_surrogate_loss",
+                                                  "clipped_value_loss", "kl_k1", "kl_k2",
+                                                  "kl_k3")}},
+    "trpo": {"gae": _gae, **{k: _late(k) for k in ("conjugate_gradient",
+                                                   "backtracking_line_search")}},
 }
 
 
@@ -71,6 +78,12 @@ class ImplementationTarget:
     action_kinds = ("discrete", "continuous")
 
     def __init__(self, agent_class, config) -> None:
+        if getattr(config, "kl_penalty", False):
+            from implementations.common import ConfigError
+
+            raise ConfigError("kl_penalty: the oracles check PPO's clipped objective; the "
+                              "adaptive-KL-penalty variant is not an oracle target (its beta "
+                              "changes between updates), expected kl_penalty=False")
         self.agent_class, self.config = agent_class, config
         self.algorithm = agent_class.algorithm
         self.name = self.algorithm

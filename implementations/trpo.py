@@ -134,7 +134,7 @@ class TRPOAgent(Agent):
         xFx = x @ fisher_vector_product(x)
         if not torch.isfinite(xFx) or float(xFx) <= 0:
             return {"accepted": 0.0, "kl": 0.0, "backtracks": float("nan")}
-        full_step = torch.sqrt(2 * cfg.max_kl / xFx) * x
+        full_step = self.full_step_scale(xFx) * x
         theta0 = nn.utils.parameters_to_vector(params).detach().clone()
 
         def at(fn):
@@ -159,6 +159,11 @@ class TRPOAgent(Agent):
                       if moved > 0 else float("nan"))
         return {"accepted": float(moved > 0), "kl": kl,
                 "backtracks": abs(float(np.round(backtracks))), "surrogate_gain": gain}
+
+    def full_step_scale(self, xFx: torch.Tensor) -> torch.Tensor:
+        """``beta = sqrt(2 delta / x^T (F + lambda I) x)``: the step ``beta x`` whose quadratic
+        KL model ``1/2 beta^2 x^T F x`` equals delta (Schulman et al. 2015, App. C)."""
+        return torch.sqrt(2 * self.cfg.max_kl / xFx)
 
     # ----------------------------------------------------------------- critic
     def critic_regression(self, batch: Batch) -> dict[str, float]:

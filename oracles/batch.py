@@ -248,6 +248,19 @@ def check_batch_returns(iterations: list[Iteration], *, rtol: float = 1e-4,
 
 
 # ------------------------------------------------------------------ gradients
+def episode_steps(terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+    """Steps since the episode began (T, N), for a buffer whose first row follows resets.
+
+    Targets declaring ``gamma_t_weighting`` collect every buffer from fresh resets (see
+    :data:`oracles.protocol.HYPERPARAMETERS`), so the count is known from the flags alone.
+    """
+    T, N = terminated.shape
+    e = np.zeros((T, N), int)
+    for t in range(1, T):
+        e[t] = np.where(terminated[t - 1] | truncated[t - 1], 0, e[t - 1] + 1)
+    return e
+
+
 def _normalize(adv, how: str):
     if how == "none" or adv.numel() < 2:
         return adv
@@ -412,6 +425,7 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
               "(unbiased std)", "ddof0": "per-minibatch normalization (biased std)"}
     n_checked, matched, scales = 0, set(), []
     clip = hp.get("clip_range") if algorithm == "ppo" else None
+    weighting = bool(hp.get("gamma_t_weighting", False))
     n_samples = n_clipped = 0  # samples whose ratio left [1 - eps, 1 + eps]
     for k, it in enumerate(iterations):
         r = it.rollout
@@ -425,6 +439,11 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
         act_all = torch.as_tensor(r.flat("actions"))
         lp_old_all = torch.as_tensor(r.flat("log_probs"))
         adv_all = torch.as_tensor(r.flat("advantages"))
+        w_all = torch.as_tensor(float(hp["gamma"]) ** episode_steps(
+            np.asarray(r.terminated, bool), np.asarray(r.truncated, bool)).ravel(),
+            dtype=adv_all.dtype)
+        if weighting:  # REINFORCE's exact discounted gradient: term t weighted by gamma^t
+            adv_all, w_all = adv_all * w_all, 1.0 / w_all
         for j, up, got in _recorded(it, names):
             if not _finite(got):
                 return CheckResult(name, LAYER, "fail", "finite gradient", "NaN/inf",
@@ -450,6 +469,13 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                     ref = canonical_actor_gradient(agent, names, *args, normalization=how)
                     _, _, resid = _scaled_match(got, ref, rtol)
                     why = _reproducing_defect(agent, names, args, got, hp, rtol)
+                    alt = canonical_actor_gradient(agent, names, *args[:3],
+                                                   adv_all[idx] * w_all[idx], *args[4:],
+                                                   normalization=how)
+                    if _scaled_match(got, alt, rtol)[0]:
+                        why = ("reproduced by: the gamma^t weighting "
+                               + ("declared but not applied" if weighting else
+                                  "applied although not declared (gamma_t_weighting)"))
                     return CheckResult(
                         name, LAYER, "fail", "gradient of the canonical loss",
                         f"relative residual {resid:.3g}",

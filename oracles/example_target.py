@@ -171,13 +171,18 @@ class ExampleAgent:
 
     def iterate(self) -> Iteration:
         at_collection = snapshot(self.named_parameters())
-        rollout = self.collect()
+        rollout = self._collect()
         self.update(rollout)
         return Iteration(rollout, at_collection, self.recorder.take(),
                          snapshot(self.named_parameters()))
 
     # ----------------------------------------------------------------- collection
     def collect(self) -> Rollout:
+        """One collection from fresh env resets, without an update (the protocol's trials)."""
+        self.obs, _ = self.envs.reset()
+        return self._collect()
+
+    def _collect(self) -> Rollout:
         T = self.T
         buf = {k: [] for k in ("obs", "act", "rew", "term", "trunc", "next", "logp")}
         for _ in range(T):

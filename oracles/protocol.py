@@ -81,7 +81,8 @@ HYPERPARAMETERS = {
                 "exact solve)",
     "line_search_shrinking_factor": "TRPO backtracking factor (default 0.5)",
     "target_kl": "PPO target KL for early stopping (None: no bound)",
-    "gamma_t_weighting": "REINFORCE multiplies the t-th term by gamma^t (default False)",
+    "gamma_t_weighting": "REINFORCE multiplies the t-th term by gamma^t (default False); a "
+                         "target declaring it starts every collection from fresh resets",
 }
 
 COMPONENT_KEYS = ("gae", "discounted_returns", "lambda_returns", "clipped_surrogate_loss",

@@ -220,13 +220,7 @@ def _fail_all(names: list[str], why: str) -> dict[str, CheckResult]:
             for n in names}
 
 
-def _elapsed(term: np.ndarray, trunc: np.ndarray) -> np.ndarray:
-    """Steps since the episode began, for a buffer that starts from fresh resets."""
-    T, N = term.shape
-    e = np.zeros((T, N), int)
-    for t in range(1, T):
-        e[t] = np.where(term[t - 1] | trunc[t - 1], 0, e[t - 1] + 1)
-    return e
+_elapsed = batch.episode_steps
 
 
 def _gradient_tables(agent, n_states: int, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -365,6 +359,8 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     roles = batch.parameter_roles(agent, torch.eye(S, dtype=torch.float32))
     names = [n for n, r in roles.items() if r == "actor"]
     shapes = set()
+    weighting = bool(hp.get("gamma_t_weighting", False))
+    gamma_w = float(hp["gamma"])
     i = steps = 0
     try:
         a = None
@@ -384,14 +380,16 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
             batches.append(_as_batch(states, r, nxt, cfg.time_limit - e))
             advs.append(r.advantages)
             rets.append(r.returns)
+            adv = torch.as_tensor(r.flat("advantages"))
+            if weighting:  # the declared gamma^t weights, as in the implementation's loss
+                adv = adv * torch.as_tensor(gamma_w ** e.ravel(), dtype=adv.dtype)
             with batch.parameters_set(a, snap):
                 # the canonical loss on the full buffer with the stored (unnormalized)
                 # advantages: its expectation is exact whatever the target does in its update
                 g = batch.canonical_actor_gradient(
                     a, names, torch.as_tensor(r.flat("observations")),
                     torch.as_tensor(r.flat("actions")), torch.as_tensor(r.flat("log_probs")),
-                    torch.as_tensor(r.flat("advantages")), "a2c",
-                    {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")
+                    adv, "a2c", {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")
             grads.append(g)
     except Exception as exc:
         return _fail_all(["in_expectation.advantages", "in_expectation.returns",
@@ -416,7 +414,6 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
         G, H = _gradient_tables(agent, S, names)
     kw = dict(lam=lam, num_steps=num_steps, time_limit=cfg.time_limit,
               ent_coef=float(hp.get("ent_coef", 0.0) or 0.0), grad_entropy=H)
-    weighting = bool(hp.get("gamma_t_weighting", False))
     expected = expectation.expected_loss_gradient(mdp, pi, values, G,
                                                   gamma_t_weighting=weighting, **kw)
     alternative = expectation.expected_loss_gradient(mdp, pi, values, G,

@@ -54,8 +54,8 @@ class ResetObservationBootstrap(ExampleAgent):
     """Bootstraps from the observation step() returned (the reset one after an episode end);
     the recorded transitions stay the environment's true ones."""
 
-    def collect(self):
-        r = super().collect()
+    def _collect(self):
+        r = super()._collect()
         reset_obs = np.concatenate([r.observations[1:], r.next_observations[-1:]], axis=0)
         ended = (r.terminated | r.truncated)[..., None]
         with torch.no_grad():
@@ -67,8 +67,8 @@ class ResetObservationBootstrap(ExampleAgent):
 
 
 class NormalizedTargets(ExampleAgent):
-    def collect(self):
-        r = super().collect()
+    def _collect(self):
+        r = super()._collect()
         a = r.advantages
         r.returns = (a - a.mean()) / (a.std() + 1e-8) + r.values
         return r
@@ -129,8 +129,8 @@ class SignFlipped(ExampleAgent):
 class DelayedReward(ExampleAgent):
     """Stores the previous step's reward with each transition (reward timing off by one)."""
 
-    def collect(self):
-        r = super().collect()
+    def _collect(self):
+        r = super()._collect()
         r.rewards = np.concatenate([np.zeros_like(r.rewards[:1]), r.rewards[:-1]])
         with torch.no_grad():
             nv = self.value(torch.as_tensor(r.next_observations)).numpy()

@@ -64,8 +64,10 @@ def _cell(out: Path, algo: str, env: str, seed: int, steps: int) -> dict:
 
 
 def _summary(run: Path, algo: str, env: str, seed: int) -> dict:
-    rows = list(csv.DictReader((run / "progress.csv").open())) if (
-        run / "progress.csv").exists() else []
+    rows = []
+    if (run / "progress.csv").exists():
+        with (run / "progress.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
     ev = json.loads((run / "evaluation.json").read_text()) if (
         run / "evaluation.json").exists() else None
     last = rows[-1] if rows else {}
