@@ -303,6 +303,8 @@ class Agent:
         obs_dim = int(obs_space.shape[0])
         self.actor = Actor(obs_dim, act_space, config).to(self.device)
         self.critic = Critic(obs_dim, config).to(self.device) if self.uses_critic else None
+        if self.critic is None:
+            self.value = None  # the protocol's "no critic" (baseline 0)
         self.optimizers = self.build_optimizers()
         self.recorder = (StepRecorder(self.named_parameters(), self.optimizers)
                          if record and self.optimizers else None)
@@ -345,7 +347,11 @@ class Agent:
         return self.actor(self._obs(obs))
 
     def value(self, obs) -> torch.Tensor:
-        """The critic's V (B,); zeros for an agent without a critic."""
+        """The critic's V (B,) in reward units (an agent without a critic has ``value = None``,
+        which tells the oracles the baseline is 0)."""
+        return self.critic(self._obs(obs))
+
+    def _baseline(self, obs) -> torch.Tensor:
         if self.critic is None:
             return torch.zeros(len(obs), device=self.device)
         return self.critic(self._obs(obs))
@@ -407,8 +413,8 @@ class Agent:
             self.obs = next_obs
         self.env_steps += T * N
         with torch.no_grad():
-            values = self.value(obs_buf.reshape(T * N, -1)).reshape(T, N)
-            next_values = self.value(next_buf.reshape(T * N, -1)).reshape(T, N)
+            values = self._baseline(obs_buf.reshape(T * N, -1)).reshape(T, N)
+            next_values = self._baseline(next_buf.reshape(T * N, -1)).reshape(T, N)
             dev = self.device
             rewards = torch.as_tensor(rew_buf, device=dev)
             adv = self.advantages(rewards, values, next_values,

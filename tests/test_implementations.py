@@ -83,6 +83,15 @@ def test_full_oracle_suite_passes(algo: str) -> None:
             "update_level.critic"} <= ran, sorted(set(res) - ran)
 
 
+def test_reinforce_without_baseline_passes_and_has_no_critic() -> None:
+    res = _suite(target("reinforce", baseline=False), n_iterations=3, n_trials=40,
+                 trial_steps=2560)
+    failed = [str(r) for r in res.values() if r.verdict == "fail"]
+    assert not failed, failed
+    assert res["update_level.convergence"].verdict == "pass"
+    assert "no critic" in res["update_level.critic"].explanation
+
+
 def test_reinforce_gamma_t_weighting_passes_and_undeclared_weighting_fails(monkeypatch) -> None:
     quick = dict(n_iterations=2, n_trials=40, trial_steps=2560, train_steps=0)
     res = _suite(target("reinforce", gamma_t_weighting=True), **quick)
