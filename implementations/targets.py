@@ -88,10 +88,23 @@ class ImplementationTarget:
         self.algorithm = agent_class.algorithm
         self.name = self.algorithm
         fields = {f.name for f in dataclasses.fields(config)}
-        self.hyperparameters = {k: getattr(config, k) for k in _DECLARED if k in fields}
+        self.hyperparameters = {k: getattr(config, k) for k in _DECLARED
+                                if k in fields and getattr(config, k) is not None}
         if self.algorithm != "ppo":
             self.hyperparameters.pop("clip_range_vf", None)
         self.components = {**_COMMON_COMPONENTS, **_COMPONENTS[self.algorithm]}
+        c = config
+        self.model_description = (
+            f"implementations/{self.algorithm}.py, actor and critic MLPs "
+            f"{list(c.hidden_sizes) or 'linear'} {c.activation}"
+            + (", no critic" if not getattr(c, "baseline", True) else "")
+            + (", NPG (no line search)" if getattr(c, "npg", False) else ""))
+        from oracles.sb3 import _default_notes
+
+        self.notes = _default_notes(self.hyperparameters, self.algorithm)
+        if c.normalize_obs or c.scale_rewards:
+            self.notes.append("normalize_obs / scale_rewards: the wrappers belong to "
+                              "`pgtheory train` envs; the oracle envs are used as given")
 
     def make_agent(self, env_fn, *, seed: int, num_envs: int, num_steps: int):
         return self.agent_class(env_fn, self.config, seed=seed, num_envs=num_envs,
