@@ -279,6 +279,8 @@ class Agent:
 
     algorithm = ""
     uses_critic = True
+    #: See the module docstring for why SAME_STEP.
+    autoreset_mode = gym.vector.AutoresetMode.SAME_STEP
     #: "continue": buffers follow each other; "reset": every collection starts from resets.
     collection = "continue"
 
@@ -294,7 +296,7 @@ class Agent:
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.envs = gym.vector.SyncVectorEnv([env_fn] * self.N,
-                                             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+                                             autoreset_mode=self.autoreset_mode)
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
             raise ConfigError(f"observation space: expected a flat Box, received {obs_space}")
@@ -405,10 +407,8 @@ class Agent:
             next_obs, reward, term, trunc, info = self.envs.step(a)
             obs_buf[t], act_buf[t], logp_buf[t] = self.obs, a, logp.cpu().numpy()
             rew_buf[t], term_buf[t], trunc_buf[t] = reward, term, trunc
-            next_buf[t] = next_obs
-            if "final_obs" in info:  # SAME_STEP: the episode's last observation
-                for n in np.flatnonzero(info["_final_obs"]):
-                    next_buf[t, n] = info["final_obs"][n]
+            next_buf[t] = self.true_next_observations(next_obs, info)
+            if "final_info" in info:
                 self._log_episodes(info)
             self.obs = next_obs
         self.env_steps += T * N
@@ -420,7 +420,7 @@ class Agent:
             adv = self.advantages(rewards, values, next_values,
                                   torch.as_tensor(term_buf, device=dev),
                                   torch.as_tensor(trunc_buf, device=dev)).float()
-        returns = adv + values
+        returns = self.value_targets(adv, values)
         weights = self.sample_weights(term_buf, trunc_buf)
         rollout = Rollout(obs_buf, act_buf, rew_buf, term_buf, trunc_buf, next_buf, logp_buf,
                           adv.cpu().numpy(), values.cpu().numpy(), returns.cpu().numpy())
@@ -430,6 +430,22 @@ class Agent:
         return Batch(flat(obs_buf), flat(act_buf), flat(logp_buf), adv.reshape(-1),
                      values.reshape(-1), returns.reshape(-1),
                      None if weights is None else flat(weights), rollout)
+
+    @staticmethod
+    def true_next_observations(next_obs: np.ndarray, info: dict) -> np.ndarray:
+        """``s_{t+1}`` of each environment: the final observation where an episode ended
+        (``SAME_STEP`` puts it in ``info["final_obs"]``; ``next_obs`` is already the reset one).
+        """
+        out = np.array(next_obs, copy=True)
+        if "final_obs" in info:
+            for n in np.flatnonzero(info["_final_obs"]):
+                out[n] = info["final_obs"][n]
+        return out
+
+    @staticmethod
+    def value_targets(advantages: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The critic's regression targets ``R_t = A_t + V(s_t)`` (lambda-returns for GAE)."""
+        return advantages + values
 
     def sample_weights(self, terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray | None:
         """Per-sample policy-loss weights (T, N), or None for all ones (REINFORCE overrides)."""

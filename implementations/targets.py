@@ -92,6 +92,8 @@ class ImplementationTarget:
                                 if k in fields and getattr(config, k) is not None}
         if self.algorithm != "ppo":
             self.hyperparameters.pop("clip_range_vf", None)
+        # A2C and REINFORCE never normalize advantages: say so, so that doing it is a finding
+        self.hyperparameters.setdefault("normalize_advantage", False)
         self.components = {**_COMMON_COMPONENTS, **_COMPONENTS[self.algorithm]}
         c = config
         self.model_description = (
