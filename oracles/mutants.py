@@ -1,0 +1,532 @@
+"""Seeded bugs (mutants) in the project's own REINFORCE, A2C, TRPO and PPO, and their kill matrix.
+
+How mutants are applied: each is a set of **runtime patches** (``unittest.mock.patch``) of one
+function of :mod:`implementations.core` or one method of an agent class, active only while that
+mutant's audit runs; the source files are never edited, and nothing in the implementations
+exists only for mutation (the patched pieces are the functions and methods the algorithms are
+written with). A few mutants are *configuration* mutants: the agent runs with one setting while
+its target declares another to the oracles (an entropy bonus with the wrong sign is ``ent_coef =
+-0.01`` run behind a declared ``0.01``).
+
+Each mutant reproduces a class of ``shared/BUGS.md`` (the public report is named where there is
+one) or one of the continuous-action classes (log-probability averaged instead of summed over
+action dimensions, log-std errors, Gaussian KL errors). ``equivalent`` gives the argument when
+no check can flag a mutant in principle.
+
+Run ``python -m oracles.mutants`` (``--quick``, ``--only NAME ...``, ``--markdown PATH``) to
+audit every mutant (full audits by default) and print the kill matrix: which checks (layer,
+name) flag each mutant. Exit status 1 when a non-equivalent mutant survives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from unittest import mock
+
+import numpy as np
+
+__all__ = ["MUTANTS", "KillResult", "Mutant", "applied", "kill_matrix", "main", "run_mutant"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """One seeded bug.
+
+    Attributes
+    ----------
+    name, algorithm : str
+        ``algorithm`` in {"reinforce", "a2c", "trpo", "ppo"}: the implementation mutated.
+    bug_class : str
+        The ``shared/BUGS.md`` class (or "continuous actions").
+    description : str
+        One line: what the mutated code does.
+    report : str
+        The public bug report it reproduces ("" when none is named).
+    patches : tuple of (str, callable)
+        ``(dotted attribute, make)``: the attribute is replaced by ``make(original)``.
+    overrides : dict
+        Settings the mutated agent runs with.
+    declared : dict
+        Hyperparameters the target declares instead (configuration mutants).
+    expected : tuple of str
+        Checks that must flag it (asserted by the fast tests).
+    equivalent : str
+        Why no check can flag it in principle ("" for a mutant that must be killed).
+    """
+
+    name: str
+    algorithm: str
+    bug_class: str
+    description: str
+    report: str = ""
+    patches: tuple = ()
+    overrides: dict = dataclasses.field(default_factory=dict)
+    declared: dict = dataclasses.field(default_factory=dict)
+    expected: tuple = ()
+    equivalent: str = ""
+
+
+@contextlib.contextmanager
+def applied(mutant: Mutant) -> Iterator[None]:
+    """Apply the mutant's patches for the duration of the block; always undo them."""
+    import importlib
+
+    with contextlib.ExitStack() as stack:
+        for path, make in mutant.patches:
+            module_name, _, attr = path.rpartition(".")
+            try:
+                owner = importlib.import_module(module_name)
+            except ImportError:  # a class attribute: module.Class.attr
+                mod, _, cls = module_name.rpartition(".")
+                owner = getattr(importlib.import_module(mod), cls)
+            original = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+            stack.enter_context(mock.patch.object(owner, attr, make(original)))
+        yield
+
+
+def make_target(mutant: Mutant):
+    """The mutated implementation's oracle target (declared hyperparameters applied)."""
+    from implementations.targets import target
+
+    t = target(mutant.algorithm, **mutant.overrides)
+    t.hyperparameters.update(mutant.declared)
+    t.name = f"{mutant.algorithm} mutant {mutant.name}"
+    return t
+
+
+# ----------------------------------------------------------------------- helpers
+def _zero(x):
+    return x & False
+
+
+def _copy(x):
+    return x.clone() if hasattr(x, "clone") else np.array(x, copy=True)
+
+
+def _shift(x):
+    """x[t - 1] at t, zero (False) at t = 0."""
+    y = _copy(x)
+    y[1:] = x[:-1]
+    y[0] = 0
+    return y
+
+
+def _where(cond, a, b):
+    import torch
+
+    if torch.is_tensor(a):
+        return torch.where(torch.as_tensor(cond, dtype=torch.bool), a, b)
+    return np.where(np.asarray(cond, bool), a, b)
+
+
+def _gae(fn: Callable) -> tuple:
+    """Patch of core.gae: ``fn(original, r, v, nv, term, trunc, gamma, lam)``."""
+    return (("implementations.core.gae",
+             lambda orig: (lambda r, v, nv, te, tr, g, lam: fn(orig, r, v, nv, te, tr, g, lam))),)
+
+
+def _surrogate(fn: Callable) -> tuple:
+    """Patch of core.clipped_surrogate_loss: ``fn(logp, logp_old, adv, eps)``."""
+    return (("implementations.core.clipped_surrogate_loss", lambda orig: fn),)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _ratio(logp, logp_old):
+    return _torch().exp(logp - logp_old)
+
+
+def _no_bootstrap_at_end(orig, r, v, nv, te, tr, g, lam):
+    nv = _copy(nv)
+    nv[-1] = 0
+    return orig(r, v, nv, te, tr, g, lam)
+
+
+def _truncation_from_own_value(orig, r, v, nv, te, tr, g, lam):
+    return orig(r, v, _where(tr, v, nv), te, tr, g, lam)
+
+
+def _truncated_masked(orig, r, v, nv, te, tr, g, lam):
+    adv = orig(r, v, nv, te, tr, g, lam)
+    return _where(tr, adv * 0, adv)
+
+
+def _inverted(logp, logp_old, adv, eps):
+    torch = _torch()
+    ratio = torch.exp(logp_old - logp)
+    return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
+
+
+def _max_not_min(logp, logp_old, adv, eps):
+    torch = _torch()
+    ratio = _ratio(logp, logp_old)
+    return -torch.max(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
+
+
+def _clip_on_advantage(logp, logp_old, adv, eps):
+    torch = _torch()
+    ratio = _ratio(logp, logp_old)
+    return -torch.min(ratio * adv, ratio * torch.clamp(adv, 1 - eps, 1 + eps)).mean()
+
+
+def _clip_bounds_reversed(logp, logp_old, adv, eps):
+    torch = _torch()
+    ratio = _ratio(logp, logp_old)
+    return -torch.min(ratio * adv, torch.clamp(ratio, 1 + eps, 1 - eps) * adv).mean()
+
+
+def _never_clips(logp, logp_old, adv, eps):
+    return -(_ratio(logp, logp_old) * adv).mean()
+
+
+def _old_logp_recomputed(logp, logp_old, adv, eps):
+    torch = _torch()
+    ratio = _ratio(logp, logp.detach())  # "old" log-prob from the current parameters
+    return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
+
+
+def _value_clip_vanishes(values, values_old, returns, eps):
+    torch = _torch()
+    clipped = values_old + torch.clamp(values.detach() - values_old, -eps, eps)
+    return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
+
+
+def _normalize_no_guard(x, eps=1e-8):
+    return (x - x.mean()) / (x.std() + eps)
+
+
+def _pg_normalized(logp, advantages, weights=None):
+    a = _normalize_no_guard(advantages.detach())
+    return -(a * logp).mean()
+
+
+def _entropy_mean_dims(log_std):
+    from implementations import core
+
+    return (log_std + 0.5 * (1.0 + core._LOG_2PI)).mean(-1)
+
+
+def _log_prob_mean_dims(orig):
+    return lambda a, m, s: orig(a, m, s) / a.shape[-1]
+
+
+def _kl_no_square(m1, s1, m2, s2):
+    torch = _torch()
+    ratio = torch.exp(s1 - s2)  # sigma1 / sigma2 where sigma1^2 / sigma2^2 belongs
+    return (s2 - s1 + 0.5 * (ratio + ((m1 - m2) * torch.exp(-s2)) ** 2) - 0.5).sum(-1)
+
+
+def _detached_log_std(orig):
+    from implementations import core
+
+    def forward(self, obs):
+        out = self.net(obs)
+        if self.continuous:
+            return core.DiagGaussian(out, self.log_std.detach())
+        return core.CategoricalLogits(out)
+    return forward
+
+
+def _variance_as_std(orig):
+    torch = _torch()
+
+    def rsample(self, sample_shape=()):  # samples with exp(log_std / 2), density exp(log_std)
+        shape = self._extended_shape(torch.Size(sample_shape))
+        eps = torch.randn(shape, dtype=self.mean_.dtype, device=self.mean_.device)
+        return self.mean_ + eps * torch.exp(self.log_std / 2)
+    return rsample
+
+
+def _line_search_never(objective, kl, x0, full_step, max_kl, c, n):
+    return x0
+
+
+def _line_search_no_kl(objective, kl, x0, full_step, max_kl, c, n):
+    f0 = objective(x0)
+    for k in range(n + 1):
+        x = x0 + c**k * full_step
+        if objective(x) > f0:
+            return x
+    return x0
+
+
+def _reward_to_go_shifted(orig):
+    return lambda r, nv, te, tr, g: orig(_shift(r), nv, te, tr, g)
+
+
+def _k1_instead_of_k3(orig):
+    return lambda logp, logq: logq - logp
+
+
+# ----------------------------------------------------------------------- catalogue
+_GAE = "given_the_batch.advantages"
+_PG = "given_the_batch.policy_gradient"
+_STEP = "given_the_batch.trpo_step"
+
+_LIST = [
+    # --- truncation ---------------------------------------------------------------
+    Mutant("truncation_as_termination", "ppo", "truncation",
+           "time-limit truncation treated as termination: no gamma V(s_T) bootstrap",
+           "Stable-Baselines3 #633; CleanRL #198", _gae(
+               lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, te | tr, _zero(tr), g, lam)),
+           expected=(_GAE,)),
+    Mutant("truncation_bootstrap_own_value", "a2c", "truncation",
+           "a truncated step bootstraps from V(s_t) instead of V(s_T)", "rsl_rl #20",
+           _gae(_truncation_from_own_value), expected=(_GAE,)),
+    Mutant("truncation_bootstrap_reset_obs", "trpo", "truncation",
+           "the bootstrap uses the next episode's first observation (final_obs ignored)",
+           "ml-agents PR #574", (("implementations.common.Agent.true_next_observations",
+                                  lambda orig: staticmethod(lambda next_obs, info:
+                                                            np.array(next_obs, copy=True))),),
+           expected=(_GAE,)),
+    Mutant("truncated_steps_masked", "ppo", "truncation",
+           "truncated transitions masked out of the loss (advantage 0: 'bad masks')",
+           "pytorch-a2c-ppo-acktr-gail #182", _gae(_truncated_masked), expected=(_GAE,)),
+    Mutant("termination_bootstraps", "a2c", "truncation",
+           "termination treated as truncation: bootstraps V of the terminal observation", "",
+           _gae(lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, _zero(te), te | tr, g, lam)),
+           expected=(_GAE,)),
+    # --- done indexing ------------------------------------------------------------
+    Mutant("done_flags_shifted", "ppo", "done indexing",
+           "the done mask of step t is the previous step's flag",
+           "Stable-Baselines3 #105", _gae(
+               lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, _shift(te), _shift(tr), g,
+                                                     lam)), expected=(_GAE,)),
+    Mutant("no_bootstrap_at_buffer_end", "a2c", "done indexing",
+           "the last step of the buffer bootstraps from 0 instead of V(s_T)",
+           "Stable-Baselines3 #183; PufferLib #363", _gae(_no_bootstrap_at_end),
+           expected=(_GAE,)),
+    Mutant("rewards_shifted", "reinforce", "done indexing",
+           "rewards used one step late in the returns", "Spinning Up #50",
+           (("implementations.core.discounted_returns", _reward_to_go_shifted),),
+           expected=(_GAE,)),
+    Mutant("next_step_autoreset", "ppo", "vector envs",
+           "collection loop written for same-step autoreset run with NEXT_STEP: a spurious "
+           "transition after every episode end", "CleanRL #499; Gymnasium PR #1227",
+           (("implementations.common.Agent.autoreset_mode",
+             lambda orig: __import__("gymnasium").vector.AutoresetMode.NEXT_STEP),)),
+    # --- GAE algebra --------------------------------------------------------------
+    Mutant("gae_lambda_power", "ppo", "GAE algebra",
+           "lambda^l instead of (gamma lambda)^l", "",
+           _gae(lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, te, tr, g, lam / g)),
+           expected=(_GAE,)),
+    Mutant("gae_no_gamma_in_td", "trpo", "GAE algebra",
+           "gamma missing from the TD error", "",
+           _gae(lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, te, tr, 1.0, g * lam)),
+           expected=(_GAE,)),
+    Mutant("gae_gamma_lambda_swapped", "ppo", "GAE algebra", "gamma and lambda swapped", "",
+           _gae(lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, te, tr, lam, g)),
+           expected=(_GAE,)),
+    Mutant("returns_ignore_gamma", "reinforce", "normalization",
+           "the configured gamma ignored: undiscounted reward-to-go", "CleanRL #203",
+           (("implementations.core.discounted_returns",
+             lambda orig: (lambda r, nv, te, tr, g: orig(r, nv, te, tr, 1.0))),),
+           expected=(_GAE,)),
+    # --- advantage normalization ------------------------------------------------------
+    Mutant("normalize_single_sample_nan", "ppo", "advantage normalization",
+           "normalizing a one-sample minibatch gives NaN (no guard)",
+           "Stable-Baselines3 #325", (("implementations.core.normalize",
+                                      lambda orig: _normalize_no_guard),),
+           overrides={"n_minibatches": 64}),
+    Mutant("undeclared_normalization", "a2c", "advantage normalization",
+           "A2C normalizes its advantages although it declares it does not", "",
+           (("implementations.core.policy_gradient_loss", lambda orig: _pg_normalized),),
+           expected=(_PG,)),
+    # --- ratio / clipping -----------------------------------------------------------
+    Mutant("ratio_inverted", "ppo", "ratio / clipping", "ratio inverted: pi_old / pi", "",
+           _surrogate(_inverted), expected=(_PG,)),
+    Mutant("min_max_swapped", "ppo", "ratio / clipping",
+           "max instead of min in the clipped objective", "", _surrogate(_max_not_min)),
+    Mutant("clip_on_advantage", "ppo", "ratio / clipping",
+           "clip applied to the advantage instead of the ratio", "",
+           _surrogate(_clip_on_advantage), expected=(_PG,)),
+    Mutant("clip_bounds_reversed", "ppo", "ratio / clipping",
+           "clamp(ratio, 1 + eps, 1 - eps): bounds reversed", "",
+           _surrogate(_clip_bounds_reversed)),
+    Mutant("clipping_never_acts", "ppo", "ratio / clipping",
+           "the clipped branch is missing: plain importance-weighted surrogate", "",
+           _surrogate(_never_clips)),
+    Mutant("old_logprob_recomputed", "ppo", "ratio / clipping",
+           "'old' log-probability recomputed with the current parameters: ratio always 1",
+           "tf-agents #352", _surrogate(_old_logp_recomputed)),
+    # --- value loss ---------------------------------------------------------------
+    Mutant("value_clip_gradient_vanishes", "ppo", "value loss",
+           "the clipped value branch carries no gradient", "RLlib #19291",
+           (("implementations.core.clipped_value_loss", lambda orig: _value_clip_vanishes),),
+           overrides={"clip_range_vf": 0.01}),
+    Mutant("critic_regressed_to_advantage", "a2c", "value loss",
+           "critic targets are the advantages instead of the returns", "",
+           (("implementations.common.Agent.value_targets",
+             lambda orig: staticmethod(lambda adv, values: adv)),),
+           expected=("given_the_batch.returns",)),
+    Mutant("value_targets_normalized", "ppo", "normalization",
+           "value targets built from normalized advantages", "on-policy (MAPPO) #12",
+           (("implementations.common.Agent.value_targets",
+             lambda orig: staticmethod(lambda adv, values: _normalize_no_guard(adv) + values)),),
+           expected=("given_the_batch.returns",)),
+    Mutant("value_loss_sign", "trpo", "value loss", "value loss sign flipped", "",
+           (("implementations.core.value_loss",
+             lambda orig: (lambda v, r: -orig(v, r))),),
+           expected=("given_the_batch.value_gradient",)),
+    # --- entropy -------------------------------------------------------------------
+    Mutant("entropy_sign", "a2c", "entropy",
+           "entropy bonus with the wrong sign in the loss", "Stable-Baselines3 #127",
+           overrides={"ent_coef": -0.01}, declared={"ent_coef": 0.01}, expected=(_PG,)),
+    Mutant("gaussian_entropy_not_summed", "ppo", "entropy",
+           "diagonal-Gaussian entropy averaged, not summed, over action dimensions",
+           "PPO-Keras #4", (("implementations.core.gaussian_entropy",
+                             lambda orig: _entropy_mean_dims),),
+           expected=("components.gaussian_entropy",)),
+    # --- KL ------------------------------------------------------------------------
+    Mutant("k1_for_early_stopping", "ppo", "KL",
+           "the k1 estimator (can be negative) used for early stopping instead of k3",
+           "Stable-Baselines3 #417", (("implementations.core.kl_k3", _k1_instead_of_k3),),
+           overrides={"target_kl": 0.01}, expected=("components.kl_estimator_k3",)),
+    Mutant("gaussian_kl_no_square", "trpo", "KL",
+           "Gaussian KL with sigma1/sigma2 where its square belongs", "pat-coady/trpo #25",
+           (("implementations.core.gaussian_kl", lambda orig: _kl_no_square),),
+           expected=("components.gaussian_kl",)),
+    # --- TRPO -----------------------------------------------------------------------
+    Mutant("trpo_vanilla_direction", "trpo", "TRPO",
+           "conjugate gradient skipped: the step follows g, not F^-1 g", "",
+           (("implementations.core.conjugate_gradient",
+             lambda orig: (lambda mv, b, n, residual_tol=1e-10: b)),), expected=(_STEP,)),
+    Mutant("trpo_no_factor_two", "trpo", "TRPO", "full step sqrt(delta / x^T F x)", "",
+           (("implementations.trpo.TRPOAgent.full_step_scale",
+             lambda orig: (lambda self, xFx: _torch().sqrt(self.cfg.max_kl / xFx))),),
+           expected=(_STEP,)),
+    Mutant("trpo_no_sqrt", "trpo", "TRPO", "full step 2 delta / x^T F x (no square root)", "",
+           (("implementations.trpo.TRPOAgent.full_step_scale",
+             lambda orig: (lambda self, xFx: 2 * self.cfg.max_kl / xFx)),),
+           expected=(_STEP,)),
+    Mutant("trpo_line_search_never_accepts", "trpo", "TRPO",
+           "the line search never accepts a step", "wojzaremba/trpo #1",
+           (("implementations.core.backtracking_line_search", lambda orig: _line_search_never),),
+           expected=(_STEP,)),
+    Mutant("trpo_line_search_ignores_kl", "trpo", "TRPO",
+           "the line search accepts without checking the KL", "joschu/modular_rl #7",
+           (("implementations.core.backtracking_line_search", lambda orig: _line_search_no_kl),),
+           overrides={"max_kl": 0.05}),
+    Mutant("trpo_damping_undeclared", "trpo", "TRPO",
+           "CG solves F x = g (no damping) while the configuration says 0.1", "",
+           overrides={"cg_damping": 0.0}, declared={"cg_damping": 0.1}, expected=(_STEP,)),
+    # --- REINFORCE --------------------------------------------------------------------
+    Mutant("gamma_t_declared_not_applied", "reinforce", "REINFORCE",
+           "gamma^t weighting declared but the loss omits it", "",
+           (("implementations.reinforce.REINFORCEAgent.sample_weights",
+             lambda orig: (lambda self, te, tr: None)),),
+           overrides={"gamma_t_weighting": True}, expected=(_PG,)),
+    # --- continuous actions -------------------------------------------------------------
+    Mutant("log_prob_averaged_over_dims", "ppo", "continuous actions",
+           "Gaussian log-probability averaged instead of summed over action dimensions", "",
+           (("implementations.core.gaussian_log_prob", _log_prob_mean_dims),),
+           expected=("components.gaussian_log_prob",)),
+    Mutant("log_std_detached", "ppo", "continuous actions",
+           "the log-std receives no gradient (detached in the policy head)", "",
+           (("implementations.common.Actor.forward", _detached_log_std),)),
+    Mutant("samples_with_log_variance", "a2c", "continuous actions",
+           "actions sampled with std exp(log_std / 2) (log-std read as log-variance) while the "
+           "density uses exp(log_std)", "stable-baselines PR #1060",
+           (("implementations.core.DiagGaussian.rsample", _variance_as_std),)),
+]
+
+#: name -> Mutant
+MUTANTS: dict[str, Mutant] = {m.name: m for m in _LIST}
+
+
+@dataclasses.dataclass
+class KillResult:
+    """One mutant's audit: the failed checks (name, layer), the seconds, and any error."""
+
+    mutant: Mutant
+    flagged: list[tuple[str, str]]
+    seconds: float
+    error: str = ""
+
+    @property
+    def killed(self) -> bool:
+        return bool(self.flagged)
+
+
+def run_mutant(mutant: Mutant, *, quick: bool = False, seed: int = 0) -> KillResult:
+    """Audit one mutant (the audit's configuration, :func:`oracles.audit.audit_config`)."""
+    from oracles.audit import audit_config
+    from oracles.suite import run_suite
+
+    t0 = time.perf_counter()
+    try:
+        with applied(mutant):
+            results = run_suite(make_target(mutant), config=audit_config(seed, quick))
+    except Exception as exc:  # a mutant that cannot even be audited is reported, not raised
+        return KillResult(mutant, [], time.perf_counter() - t0, repr(exc))
+    flagged = [(r.name, r.layer) for r in results if r.verdict == "fail"]
+    return KillResult(mutant, flagged, time.perf_counter() - t0)
+
+
+def kill_matrix(names: list[str] | None = None, *, quick: bool = False, seed: int = 0,
+                progress: Callable[[str], None] | None = None) -> list[KillResult]:
+    """Run :func:`run_mutant` for ``names`` (default: all), in catalogue order."""
+    out = []
+    for name in names or list(MUTANTS):
+        if progress:
+            progress(name)
+        out.append(run_mutant(MUTANTS[name], quick=quick, seed=seed))
+    return out
+
+
+def format_matrix(results: list[KillResult]) -> str:
+    """Markdown: one row per mutant (class, algorithm, killed, the flagging checks)."""
+    lines = ["| mutant | algorithm | class | killed | flagged by (layer: checks) | report |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        by: dict[str, list[str]] = {}
+        for name, layer in r.flagged:
+            by.setdefault(layer, []).append(name.split(".", 1)[1])
+        flagged = "; ".join(f"{layer}: {', '.join(ns)}" for layer, ns in by.items())
+        status = ("yes" if r.killed else "equivalent" if r.mutant.equivalent else
+                  "error" if r.error else "**no**")
+        lines.append(f"| `{r.mutant.name}` | {r.mutant.algorithm} | {r.mutant.bug_class} | "
+                     f"{status} | {flagged or r.error or '-'} | {r.mutant.report or '-'} |")
+    killable = [r for r in results if not r.mutant.equivalent]
+    killed = sum(r.killed for r in killable)
+    lines += ["", f"Killed {killed} of {len(killable)} non-equivalent mutants "
+                  f"({100 * killed / max(len(killable), 1):.0f}%)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m oracles.mutants``: audit the mutants and print the kill matrix."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m oracles.mutants",
+                                     description="kill matrix of the seeded bugs in "
+                                                 "implementations/")
+    parser.add_argument("--quick", action="store_true", help="quick audits")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", help="mutant names")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the matrix there")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.only or []) - set(MUTANTS))
+    if unknown:
+        print(f"unknown mutant(s) {unknown}; expected among {sorted(MUTANTS)}")
+        return 2
+    results = kill_matrix(args.only, quick=args.quick, seed=args.seed,
+                          progress=lambda n: print(f"auditing {n} ...", flush=True))
+    table = format_matrix(results)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+    survivors = [r for r in results if not r.killed and not r.mutant.equivalent]
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
