@@ -244,6 +244,12 @@ def _variance_as_std(orig):
     return rsample
 
 
+def _orig_surrogate(logp, logp_old, adv, eps):
+    torch = _torch()
+    ratio = _ratio(logp, logp_old)
+    return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
+
+
 def _line_search_never(objective, kl, x0, full_step, max_kl, c, n):
     return x0
 
@@ -431,6 +437,16 @@ _LIST = [
     Mutant("log_std_detached", "ppo", "continuous actions",
            "the log-std receives no gradient (detached in the policy head)", "",
            (("implementations.common.Actor.forward", _detached_log_std),)),
+    # --- equivalent --------------------------------------------------------------------
+    Mutant("policy_loss_doubled", "ppo", "ratio / clipping",
+           "the policy loss is doubled (a sum over two copies instead of a mean)", "",
+           _surrogate(lambda logp, old, adv, eps: 2 * _orig_surrogate(logp, old, adv, eps)),
+           overrides={"max_grad_norm": None},
+           equivalent="with gradient clipping off, the actor's gradient is scaled by a constant "
+                      "2 and Adam's per-coordinate update m / sqrt(v) is invariant to a constant "
+                      "positive scale (up to eps = 1e-5); the actor and critic share no "
+                      "parameters, so the critic's update is unchanged. The given-the-batch "
+                      "checks accept any positive scale for this reason (BUGS.md, 'not bugs')."),
     Mutant("samples_with_log_variance", "a2c", "continuous actions",
            "actions sampled with std exp(log_std / 2) (log-std read as log-variance) while the "
            "density uses exp(log_std)", "stable-baselines PR #1060",

@@ -7,7 +7,8 @@ process, imports included), timed with ``time.perf_counter``; the median over ``
 is printed. The peer in the same run is the library itself: ``model.learn`` for 10,000 env steps
 on the same oracle env in the same kind of fresh process, the cost of the training that the
 audit's own runs resemble. The ratio says how many such trainings one audit costs. Targets:
-``sb3:PPO``, ``sb3:A2C``, ``sb3-contrib:TRPO`` and the example PPO. The issue's budget: at
+``sb3:PPO``, ``sb3:A2C``, ``sb3-contrib:TRPO``, the example PPO and the project's own
+``ppo``, ``a2c``, ``trpo``, ``reinforce`` (``--targets`` selects a subset). The issue's budget: at
 most 120 s per audit (aim 60 s), ``--quick`` under 20 s, on 2 CPU cores.
 """
 
@@ -19,7 +20,8 @@ import subprocess
 import sys
 import time
 
-TARGETS = {"sb3:PPO": "PPO", "sb3:A2C": "A2C", "sb3-contrib:TRPO": "TRPO", "example-ppo": None}
+TARGETS = {"sb3:PPO": "PPO", "sb3:A2C": "A2C", "sb3-contrib:TRPO": "TRPO", "example-ppo": None,
+           "ppo": None, "a2c": None, "trpo": None, "reinforce": None}
 
 LEARN = """
 import gymnasium as gym
@@ -40,11 +42,13 @@ def _timed(cmd: list[str]) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--targets", help="comma-separated subset of " + ", ".join(TARGETS))
     args = parser.parse_args()
+    chosen = args.targets.split(",") if args.targets else list(TARGETS)
     exe = [sys.executable, "-m", "pgtheory.cli", "audit"]
     print(f"{'target':<18} {'audit':>8} {'--quick':>8} {'exit':>5} {'learn 10k':>10} "
           f"{'audit / learn':>14}")
-    for target, cls in TARGETS.items():
+    for target, cls in ((t, TARGETS.get(t)) for t in chosen):
         full = [_timed([*exe, target, "--no-progress"]) for _ in range(args.repeats)]
         quick = [_timed([*exe, target, "--quick", "--no-progress"]) for _ in range(args.repeats)]
         t_full = statistics.median(t for t, _ in full)
