@@ -100,7 +100,7 @@ def test_default_target_is_announced() -> None:
     ("sb3:PPO2", "expected a library class"),
     ("sb3:no_such_module_xyz:f", "cannot import"),
     ("sb3:oracles.sb3_bugs:NOPE", "no callable"),
-    ("ppo", "not built yet"),
+    ("no_such_module_xyz:target", "cannot import"),
     ("sb3:oracles.example_target:ppo", "factory"),
 ])
 def test_unloadable_targets_give_exit_2(spec: str, message: str) -> None:
