@@ -394,7 +394,7 @@ _LIST = [
     Mutant("k1_for_early_stopping", "ppo", "KL",
            "the k1 estimator (can be negative) used for early stopping instead of k3",
            "Stable-Baselines3 #417", (("implementations.core.kl_k3", _k1_instead_of_k3),),
-           overrides={"target_kl": 0.01}, expected=("components.kl_estimator_k3",)),
+           overrides={"target_kl": 0.01}, expected=("components.kl_k3",)),
     Mutant("gaussian_kl_no_square", "trpo", "KL",
            "Gaussian KL with sigma1/sigma2 where its square belongs", "pat-coady/trpo #25",
            (("implementations.core.gaussian_kl", lambda orig: _kl_no_square),),
