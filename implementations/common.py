@@ -47,8 +47,8 @@ from implementations import core
 from oracles.protocol import Iteration, Rollout, StepRecorder, snapshot
 from pgtheory.errors import InvalidArgumentError
 
-__all__ = ["Agent", "Batch", "CommonConfig", "ConfigError", "TrainingDivergedError", "make_env_fn",
-           "resolve_device"]
+__all__ = ["Agent", "Batch", "CommonConfig", "ConfigError", "TrainingDivergedError", "find_wrapper",
+           "make_env_fn", "resolve_device"]
 
 
 class ConfigError(InvalidArgumentError):
@@ -531,10 +531,11 @@ class Agent:
 
     def observation_statistics(self):
         """The first sub-environment's observation normalizer (for evaluation), or None."""
-        return _find(self.envs.envs[0], gym.wrappers.NormalizeObservation)
+        return find_wrapper(self.envs.envs[0], gym.wrappers.NormalizeObservation)
 
 
-def _find(env, kind):
+def find_wrapper(env, kind):
+    """The first wrapper of class ``kind`` around ``env`` (outermost first), or None."""
     while isinstance(env, gym.Wrapper):
         if isinstance(env, kind):
             return env
@@ -544,10 +545,10 @@ def _find(env, kind):
 
 def _normalizers(env) -> dict:
     out = {}
-    obs = _find(env, gym.wrappers.NormalizeObservation)
+    obs = find_wrapper(env, gym.wrappers.NormalizeObservation)
     if obs is not None:
         out["obs"] = dataclasses.asdict(_rms(obs.obs_rms))
-    rew = _find(env, gym.wrappers.NormalizeReward)
+    rew = find_wrapper(env, gym.wrappers.NormalizeReward)
     if rew is not None:
         out["reward"] = dataclasses.asdict(_rms(rew.return_rms))
         out["discounted_reward"] = np.asarray(rew.discounted_reward).tolist()
@@ -568,7 +569,7 @@ def _rms(r) -> _RMS:
 def _set_normalizers(env, saved: dict) -> None:
     for key, kind, attr in (("obs", gym.wrappers.NormalizeObservation, "obs_rms"),
                             ("reward", gym.wrappers.NormalizeReward, "return_rms")):
-        w = _find(env, kind)
+        w = find_wrapper(env, kind)
         if w is not None and key in saved:
             r = getattr(w, attr)
             r.mean = np.asarray(saved[key]["mean"], dtype=np.float64)

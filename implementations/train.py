@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from implementations import ALGORITHMS
-from implementations.common import ConfigError, TrainingDivergedError, make_env_fn
+from implementations.common import ConfigError, TrainingDivergedError, find_wrapper, make_env_fn
 
 __all__ = ["TrainResult", "evaluate", "parse_overrides", "plot_learning_curve", "train"]
 
@@ -224,7 +224,7 @@ def evaluate(agent, env_id: str, config, *, episodes: int = 10, seed: int = 0) -
         return {"mean": float("nan"), "std": float("nan"), "episodes": 0, "returns": []}
     env = make_env_fn(env_id, dataclasses.replace(config, scale_rewards=False))()
     stats = agent.observation_statistics()
-    norm = _find_wrapper(env, gym.wrappers.NormalizeObservation)
+    norm = find_wrapper(env, gym.wrappers.NormalizeObservation)
     if norm is not None and stats is not None:
         norm.obs_rms.mean = np.array(stats.obs_rms.mean, copy=True)
         norm.obs_rms.var = np.array(stats.obs_rms.var, copy=True)
@@ -336,16 +336,6 @@ def _save_checkpoint(agent, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(agent.state_dict(), tmp)
     os.replace(tmp, path)
-
-
-def _find_wrapper(env, kind):
-    import gymnasium as gym
-
-    while isinstance(env, gym.Wrapper):
-        if isinstance(env, kind):
-            return env
-        env = env.env
-    return None
 
 
 def _mean(xs) -> float:
