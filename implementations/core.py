@@ -272,13 +272,15 @@ def kl_k3(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ distributions
 def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """``-sum_a p_a log p_a`` with ``p = softmax(logits)``; logits (B, A) -> (B,) nats."""
+    """``-sum_a p_a log p_a`` with ``p = softmax(logits)``; logits (B, A) -> (B,) nats.
+    Raises nothing (log_softmax keeps it finite). Source: Cover & Thomas (2006), Eq. (2.1)."""
     logp = torch.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
 
 def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """Exact ``KL(p || q) = sum_a p_a (log p_a - log q_a)``; logits (B, A) -> (B,) nats."""
+    """Exact ``KL(p || q) = sum_a p_a (log p_a - log q_a)``; logits (B, A) -> (B,) nats.
+    Raises RuntimeError on mismatched shapes. Source: Cover & Thomas (2006), Eq. (2.26)."""
     logp, logq = torch.log_softmax(logits_p, -1), torch.log_softmax(logits_q, -1)
     return (logp.exp() * (logp - logq)).sum(-1)
 
@@ -289,14 +291,17 @@ def gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor,
 
     ``actions, mean, log_std``: (B, m) (``log_std`` broadcasts). Returns (B,) in nats.
     Averaging instead of summing over dimensions is a known defect (it rescales the gradient
-    per dimension count and breaks the ratio): shared/BUGS.md.
+    per dimension count and breaks the ratio): shared/BUGS.md. Raises RuntimeError on shapes
+    that do not broadcast. Source: the product of m univariate normal densities (Bishop 2006,
+    Eq. 2.43 with a diagonal covariance).
     """
     z = (actions - mean) * torch.exp(-log_std)
     return (-0.5 * z**2 - log_std - 0.5 * _LOG_2PI).sum(-1)
 
 
 def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
-    """``sum_i (log sigma_i + (1 + log 2 pi) / 2)``; (B, m) -> (B,) nats."""
+    """``sum_i (log sigma_i + (1 + log 2 pi) / 2)``; (B, m) -> (B,) nats. Raises nothing.
+    Source: Cover & Thomas (2006), Eq. (8.34) with a diagonal covariance."""
     return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
 
 
@@ -305,7 +310,9 @@ def gaussian_kl(mean1: torch.Tensor, log_std1: torch.Tensor, mean2: torch.Tensor
     """``KL(N(mean1, std1^2) || N(mean2, std2^2))`` for diagonal Gaussians, summed over dims.
 
     Inputs (B, m); returns (B,) nats:
-    ``sum_i [log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2]``.
+    ``sum_i [log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2]``. Raises RuntimeError on
+    shapes that do not broadcast. Source: the closed form for normals (e.g. Kullback 1959;
+    pat-coady/trpo #25 is the missing-square defect).
     """
     var_ratio = torch.exp(2 * (log_std1 - log_std2))
     mahal = ((mean1 - mean2) * torch.exp(-log_std2)) ** 2

@@ -101,9 +101,9 @@ class ImplementationTarget:
             f"{list(c.hidden_sizes) or 'linear'} {c.activation}"
             + (", no critic" if not getattr(c, "baseline", True) else "")
             + (", NPG (no line search)" if getattr(c, "npg", False) else ""))
-        from oracles.sb3 import _default_notes
+        from oracles.protocol import untested_notes
 
-        self.notes = _default_notes(self.hyperparameters, self.algorithm)
+        self.notes = untested_notes(self.hyperparameters, self.algorithm)
         if c.normalize_obs or c.scale_rewards:
             self.notes.append("normalize_obs / scale_rewards: the wrappers belong to "
                               "`pgtheory train` envs; the oracle envs are used as given")

@@ -60,6 +60,7 @@ __all__ = [
     "parameters_set",
     "restore",
     "snapshot",
+    "untested_notes",
     "validate_agent",
     "validate_target",
 ]
@@ -365,3 +366,20 @@ def load_target(spec: str | Any) -> Any:
     if isinstance(obj, Callable) and not hasattr(obj, "make_agent"):
         obj = obj()
     return validate_target(obj)
+
+
+def untested_notes(hp: dict, algorithm: str) -> list[str]:
+    """What a target's declared hyperparameters leave unexercised by the suite (for reports).
+
+    ``hp``: the target's hyperparameters; ``algorithm``: one of :data:`ALGORITHMS`. Returns
+    short sentences (empty when nothing is left out). Raises nothing.
+    """
+    notes = []
+    if algorithm in ("ppo", "a2c") and hp.get("ent_coef", 0.0) == 0.0:
+        notes.append("ent_coef = 0: the entropy term of the loss is not exercised")
+    if algorithm == "ppo" and "clip_range_vf" not in hp:
+        notes.append("clip_range_vf = None: value clipping is not exercised")
+    if algorithm == "ppo" and hp.get("target_kl") is None:
+        notes.append("target_kl = None: KL early stopping is not exercised and the PPO KL "
+                     "check has no bound to test")
+    return notes

@@ -40,7 +40,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from oracles.protocol import Iteration, Rollout, StepRecorder, TargetProtocolError, snapshot
+from oracles.protocol import (
+    Iteration,
+    Rollout,
+    StepRecorder,
+    TargetProtocolError,
+    snapshot,
+    untested_notes,
+)
 
 __all__ = ["BUILTIN_DEFAULTS", "GroundTruth", "SB3Agent", "SB3Target", "builtin_factory",
            "load_sb3_target"]
@@ -155,7 +162,7 @@ class SB3Target:
         model = self._build(_probe_env(), seed=0)[0]
         self.algorithm = _algorithm_of(model)
         self.hyperparameters = _hyperparameters(model, self.algorithm)
-        self.notes = _default_notes(self.hyperparameters, self.algorithm)
+        self.notes = untested_notes(self.hyperparameters, self.algorithm)
         self.action_kinds: tuple[str, ...] = ("discrete",)
         try:  # the same factory on the LQR env exercises the diagonal-Gaussian path
             from oracles.suite import lqr_env_fn
@@ -191,18 +198,6 @@ class SB3Target:
         """An agent on ``env_fn()``; ``num_envs`` and ``num_steps`` are the model's own."""
         model, truth = self._build(env_fn(), seed)
         return SB3Agent(model, truth)
-
-
-def _default_notes(hp: dict, algorithm: str) -> list[str]:
-    notes = []
-    if algorithm in ("ppo", "a2c") and hp.get("ent_coef", 0.0) == 0.0:
-        notes.append("ent_coef = 0: the entropy term of the loss is not exercised")
-    if algorithm == "ppo" and "clip_range_vf" not in hp:
-        notes.append("clip_range_vf = None: value clipping is not exercised")
-    if algorithm == "ppo" and hp.get("target_kl") is None:
-        notes.append("target_kl = None: KL early stopping is not exercised and the PPO KL "
-                     "check has no bound to test")
-    return notes
 
 
 class SB3Agent:
