@@ -244,6 +244,32 @@ def _variance_as_std(orig):
     return rsample
 
 
+def _clipped_action_stored(orig):
+    import gymnasium as gym
+
+    torch = _torch()
+
+    def rollout(self, fresh=False):
+        space = self.envs.single_action_space
+        if not isinstance(space, gym.spaces.Box):
+            return orig(self, fresh)
+        real = self.distribution
+        lo, hi = torch.as_tensor(space.low), torch.as_tensor(space.high)
+
+        def distribution(obs):
+            d = real(obs)
+            raw = d.sample
+            d.sample = lambda *a, **k: torch.maximum(torch.minimum(raw(*a, **k), hi), lo)
+            return d
+
+        self.distribution = distribution  # the update still uses the class's method
+        try:
+            return orig(self, fresh)
+        finally:
+            del self.distribution
+    return rollout
+
+
 def _orig_surrogate(logp, logp_old, adv, eps):
     torch = _torch()
     ratio = _ratio(logp, logp_old)
@@ -436,7 +462,14 @@ _LIST = [
            expected=("components.gaussian_log_prob",)),
     Mutant("log_std_detached", "ppo", "continuous actions",
            "the log-std receives no gradient (detached in the policy head)", "",
-           (("implementations.common.Actor.forward", _detached_log_std),)),
+           (("implementations.common.Actor.forward", _detached_log_std),),
+           expected=("given_the_batch.log_prob_gradient@lqr",)),
+    Mutant("clipped_action_stored", "ppo", "continuous actions",
+           "the action is clipped to the bounds when sampled, and the clipped one is stored and "
+           "trained on (with its log-density) instead of the sampled one",
+           "tianshou #312 (variant: there the log-density of the sampled action was stored)",
+           (("implementations.common.Agent.rollout", _clipped_action_stored),),
+           expected=("given_the_batch.action_sampling@lqr",)),
     # --- equivalent --------------------------------------------------------------------
     Mutant("policy_loss_doubled", "ppo", "ratio / clipping",
            "the policy loss is doubled (a sum over two copies instead of a mean)", "",
@@ -450,7 +483,8 @@ _LIST = [
     Mutant("samples_with_log_variance", "a2c", "continuous actions",
            "actions sampled with std exp(log_std / 2) (log-std read as log-variance) while the "
            "density uses exp(log_std)", "stable-baselines PR #1060",
-           (("implementations.core.DiagGaussian.rsample", _variance_as_std),)),
+           (("implementations.core.DiagGaussian.rsample", _variance_as_std),),
+           expected=("given_the_batch.action_sampling@lqr",)),
 ]
 
 #: name -> Mutant
@@ -528,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="mutant names")
     parser.add_argument("--markdown", metavar="PATH", help="also write the matrix there")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.only or []) - set(MUTANTS))
     if unknown:
@@ -540,6 +575,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(table + "\n")
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump([{"mutant": r.mutant.name, "flagged": r.flagged,
+                        "seconds": round(r.seconds, 2), "error": r.error} for r in results], f)
     survivors = [r for r in results if not r.killed and not r.mutant.equivalent]
     return 1 if survivors else 0
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 import pgtheory as pg
-from oracles import batch, components, expectation, update
+from oracles import batch, components, expectation, policy_head, update
 from oracles.envs import TabularEnv, probe_mdp
 from oracles.protocol import Iteration, TargetProtocolError, load_target, restore, snapshot
 from oracles.protocol import validate_agent as _validate_agent
@@ -147,7 +147,13 @@ def plan(target) -> list[tuple[str, str | None]]:
             ("update_level.convergence", None), ("update_level.critic", None)]
     if "continuous" in getattr(target, "action_kinds", ("discrete",)):
         out += [(f"{n}{LQR_SUFFIX}", why) for n, why in out if n.startswith("given_the_batch.")]
+        out += [(f"{n}{LQR_SUFFIX}", None) for n in POLICY_HEAD_CHECKS]
     return out
+
+
+#: Checks of the continuous policy head (:mod:`oracles.policy_head`), run last on their own
+#: agent so that the other checks' results do not depend on them.
+POLICY_HEAD_CHECKS = ("given_the_batch.log_prob_gradient", "given_the_batch.action_sampling")
 
 
 #: Suffix of the given-the-batch checks run on the LQR environment (continuous actions).
@@ -158,11 +164,12 @@ LQR_TIME_LIMIT = 8
 LQR_ACTION_BOUND = 10.0
 
 
-def lqr_env_fn() -> Callable:
-    """The double integrator with a time limit, declaring actions in [-10, 10] (float32).
+def lqr_env_fn(bound: float = LQR_ACTION_BOUND) -> Callable:
+    """The double integrator with a time limit, declaring actions in [-bound, bound] (float32).
 
-    Libraries such as Stable-Baselines3 require finite action bounds; the bound is far outside
-    what the suite's short runs sample, and actions are passed to the model unchanged.
+    Libraries such as Stable-Baselines3 require finite action bounds; the default bound is far
+    outside what the suite's short runs sample, and actions are passed to the model unchanged.
+    The action-sampling check declares +-1 so that sampled actions fall outside the bounds.
     """
     import gymnasium as gym
 
@@ -172,8 +179,7 @@ def lqr_env_fn() -> Callable:
         def __init__(self, env):
             super().__init__(env)
             m = env.unwrapped.model.n_action
-            self.action_space = gym.spaces.Box(-LQR_ACTION_BOUND, LQR_ACTION_BOUND, (m,),
-                                               np.float32)
+            self.action_space = gym.spaces.Box(-bound, bound, (m,), np.float32)
 
         def action(self, action):
             return np.asarray(action, dtype=np.float64)
@@ -329,7 +335,55 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     else:
         for n in ("update_level.improvement", "update_level.convergence", "update_level.critic"):
             results[n] = _skip(n, "no training budget (quick mode): run the full suite")
+    if "continuous" in getattr(target, "action_kinds", ("discrete",)):
+        say("continuous policy head (LQR)")
+        results.update(_policy_head_checks(target, cfg))
     return [results[n] for n, _ in planned]
+
+
+#: Rollout shape asked for the policy-head checks, samples wanted and most collections (a
+#: target may keep its own rollout shape: Stable-Baselines3's A2C collects 5 steps at a time).
+SAMPLING_ENVS, SAMPLING_STEPS, SAMPLING_SAMPLES, SAMPLING_COLLECTIONS = 16, 64, 4096, 400
+
+
+def _policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
+    """:mod:`oracles.policy_head` on a fresh agent with perturbed parameters (LQR, bounds +-1).
+
+    The agent is seeded apart from the other checks' agents (``seed + 7919``); with ``collect``
+    it gathers fresh rollouts without updating, otherwise each ``iterate`` starts from the same
+    perturbed parameters. The KS test runs at ``alpha / 3`` like each statistical check.
+    """
+    names = [f"{n}{LQR_SUFFIX}" for n in POLICY_HEAD_CHECKS]
+    seed = cfg.seed + 7919
+    rollouts = []
+    try:
+        agent = _validate_agent(target.make_agent(lqr_env_fn(policy_head.SAMPLING_BOUND),
+                                                  seed=seed, num_envs=SAMPLING_ENVS,
+                                                  num_steps=SAMPLING_STEPS))
+        live = agent.named_parameters()
+        moved = policy_head.perturbed_parameters(live, seed)
+        saved = snapshot(live)
+        try:
+            n = 0
+            while n < SAMPLING_SAMPLES and len(rollouts) < SAMPLING_COLLECTIONS:
+                restore(live, moved)
+                rollouts.append(agent.collect() if hasattr(agent, "collect")
+                                else agent.iterate().rollout)
+                n += rollouts[-1].actions.size
+        finally:
+            restore(live, saved)
+        out = {names[0]: policy_head.check_log_prob_gradient(agent, rollouts, moved, seed=seed),
+               names[1]: policy_head.check_action_sampling(agent, rollouts, moved,
+                                                           alpha=cfg.alpha / 3)}
+    except TargetProtocolError:
+        raise
+    except Exception as exc:
+        out = _fail_all(names, f"on the bounded LQR environment with perturbed parameters the "
+                               f"agent raised {exc!r} after {len(rollouts)} collection(s)")
+        return {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
+    return {n: dataclasses.replace(r, name=n, explanation=f"LQR (Gaussian policy, perturbed "
+                                                          f"parameters): {r.explanation}")
+            for n, r in out.items()}
 
 
 def _batch_checks(agent, iterations, hp, algo, gamma, lam, *,

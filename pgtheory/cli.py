@@ -101,6 +101,15 @@ def _check(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.power:
+        from oracles import power
+
+        if args.target or args.quick or args.json:
+            print("pgtheory audit --power: expected no TARGET, --quick or --json (the power "
+                  "run audits --targets over --seeds and writes --out)", file=sys.stderr)
+            return 2
+        return power.run(args)
+
     from oracles.audit import format_report, run_audit, write_json
 
     stages = ["loading the target", "components", "recording iterations", "given the batch",
@@ -185,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
                                                             "checks (about 4x faster)")
     audit.add_argument("--verbose", action="store_true", help="explain every check")
     audit.add_argument("--no-progress", action="store_true", help="no progress display")
+    audit.add_argument("--power", action="store_true",
+                       help="measure the oracles' power instead: audit every mutant of "
+                            "oracles/mutants.py and the unmodified targets over many seeds "
+                            "(resumable), then write the Markdown scorecard")
+    from oracles.power import build_parser
+
+    build_parser(audit.add_argument_group("with --power"))
     audit.set_defaults(func=_audit)
 
     tr = sub.add_parser("train", help="train the project's REINFORCE, A2C, TRPO or PPO on a "

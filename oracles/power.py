@@ -1,0 +1,465 @@
+"""The oracles' power, measured: kill matrix, false-alarm rate and audit time, as a scorecard.
+
+``pgtheory audit --power`` (this module's :func:`main`) does three things, resumably:
+
+1. audits every mutant of :mod:`oracles.mutants` (full audits, seed 0) and appends one record
+   per mutant to ``RECORDS/mutants.jsonl``;
+2. audits the unmodified targets (the project's four implementations and the
+   Stable-Baselines3 / sb3-contrib controls) over seeds ``1..N`` (seed 0 is what CI and the
+   README use) and appends one record per (target, seed) to ``RECORDS/audits.jsonl``;
+3. writes the Markdown scorecard from all records: kill rate per layer and per bug class,
+   false alarms per target with a Clopper-Pearson 95% interval against the stated rates, and
+   audit times.
+
+Every job is a fresh ``python`` process (the audit time a user sees, imports included) with
+one torch thread, ``--jobs`` of them at a time. A record is written as soon as its job ends, so
+an interrupted run resumes where it stopped; records already present are not recomputed
+(``--fresh`` starts over). Records carry the commit they were obtained at; the scorecard names
+the commits it summarizes.
+
+A record's ``scope`` says which checks ran: ``"audit"`` (the full audit) or
+``"policy_head"`` (only :data:`oracles.suite.POLICY_HEAD_CHECKS`, for audits recorded before
+those checks existed; the other checks' results do not depend on them, see
+:func:`oracles.suite.run_suite`). A seed counts towards the false-alarm rate when its records
+together cover every check the current audit plans; the seed fails when any of them failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+__all__ = ["CONTROLS", "OURS", "clopper_pearson", "main", "scorecard"]
+
+#: The project's implementations and the third-party controls audited for false alarms.
+OURS = ("ppo", "trpo", "a2c", "reinforce")
+CONTROLS = ("sb3:PPO", "sb3-contrib:TRPO", "sb3:A2C")
+DEFAULT_RECORDS = "docs/power"
+DEFAULT_OUT = "docs/scorecard.md"
+
+
+class PowerError(ValueError):
+    """Bad arguments to the power run (unknown target, no seeds, unreadable records)."""
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact binomial confidence interval for ``k`` events in ``n`` trials.
+
+    Raises
+    ------
+    PowerError
+        ``n < 1`` or ``k`` outside ``[0, n]``.
+
+    References
+    ----------
+    Clopper & Pearson (1934), Biometrika 26(4):404-413.
+    """
+    from scipy.stats import beta
+
+    if n < 1 or not 0 <= k <= n:
+        raise PowerError(f"expected 0 <= k <= n and n >= 1, received k={k}, n={n}")
+    a = (1 - level) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True, cwd=pathlib.Path(__file__).parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True,
+                               cwd=pathlib.Path(__file__).parent).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------ records
+@dataclasses.dataclass
+class Records:
+    """The JSONL records under one directory (``mutants.jsonl``, ``audits.jsonl``)."""
+
+    root: pathlib.Path
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def load(self, kind: str) -> list[dict]:
+        path = self.root / f"{kind}.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise PowerError(f"{path}:{i}: expected a JSON record, received "
+                                     f"{line[:60]!r} ({exc})") from exc
+        return out
+
+    def append(self, kind: str, record: dict) -> None:
+        """Append one record; an audit's list of checks is stored once in ``plans.json``
+        (the record keeps its id, ``checks_id``)."""
+        import hashlib
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            if "checks" in record:
+                record = dict(record)
+                checks = record.pop("checks")
+                cid = hashlib.sha1("\n".join(checks).encode()).hexdigest()[:10]
+                plans = self.plans()
+                if cid not in plans:
+                    plans[cid] = checks
+                    tmp = self.root / "plans.json.tmp"
+                    tmp.write_text(json.dumps(plans, indent=1, sort_keys=True) + "\n")
+                    tmp.replace(self.root / "plans.json")
+                record["checks_id"] = cid
+            with open(self.root / f"{kind}.jsonl", "a") as fh:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+                fh.flush()
+
+    def plans(self) -> dict[str, list[str]]:
+        path = self.root / "plans.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def audits(self) -> list[dict]:
+        """Audit records with ``checks`` (the names that ran, pass or fail) restored."""
+        plans = self.plans()
+        out = []
+        for r in self.load("audits"):
+            if "checks_id" in r:
+                if r["checks_id"] not in plans:
+                    raise PowerError(f"{self.root}/audits.jsonl: expected checks_id in "
+                                     f"plans.json, received {r['checks_id']!r}")
+                r = {**r, "checks": plans[r["checks_id"]]}
+            out.append(r)
+        return out
+
+
+def audit_record(report: dict, *, scope: str, wall_s: float | None, commit: str) -> dict:
+    """A compact record of one audit's JSON report (``pgtheory audit --json``)."""
+    res = report.get("results", [])
+    return {"target": report["target"], "seed": report["seed"], "scope": scope,
+            "exit_code": report["exit_code"], "error": report.get("error"),
+            "seconds": round(float(report.get("seconds", 0.0)), 2),
+            "wall_s": None if wall_s is None else round(wall_s, 2),
+            "checks": sorted(r["name"] for r in res if r["verdict"] != "skip"),
+            "failed": sorted(r["name"] for r in res if r["verdict"] == "fail"),
+            "commit": commit, "date": datetime.date.today().isoformat()}
+
+
+# --------------------------------------------------------------------------------- jobs
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run_audit(target: str, seed: int, scope: str, commit: str) -> dict:
+    if scope == "policy_head":  # in this process: a second or two each, imports dominate
+        return audit_record(_policy_head_report(target, seed), scope=scope, wall_s=None,
+                            commit=commit)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "report.json")
+        cmd = [sys.executable, "-m", "pgtheory.cli", "audit", target, "--seed", str(seed),
+               "--no-progress", "--json", path]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        wall = time.perf_counter() - t0
+        if not os.path.exists(path):
+            return {"target": target, "seed": seed, "scope": scope, "exit_code": proc.returncode,
+                    "error": (proc.stderr or proc.stdout)[-500:], "seconds": None,
+                    "wall_s": round(wall, 2), "checks": [], "failed": [], "commit": commit,
+                    "date": datetime.date.today().isoformat()}
+        with open(path) as fh:
+            report = json.load(fh)
+    return audit_record(report, scope=scope, wall_s=wall, commit=commit)
+
+
+def _run_mutant(name: str, commit: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kill.json")
+        cmd = [sys.executable, "-m", "oracles.mutants", "--only", name, "--json", path]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        if not os.path.exists(path):
+            return {"mutant": name, "flagged": [], "seconds": None, "commit": commit,
+                    "error": (proc.stderr or proc.stdout)[-500:],
+                    "date": datetime.date.today().isoformat()}
+        with open(path) as fh:
+            (rec,) = json.load(fh)
+    return {**rec, "commit": commit, "date": datetime.date.today().isoformat()}
+
+
+def _policy_head_report(target: str, seed: int) -> dict:
+    """Only the policy-head checks of the audit (``--_policy-head``; see the module doc)."""
+    from oracles.audit import audit_config, resolve_target
+    from oracles.suite import _policy_head_checks
+
+    t0 = time.perf_counter()
+    out = _policy_head_checks(resolve_target(target), audit_config(seed))
+    failed = any(r.verdict == "fail" for r in out.values())
+    return {"target": target, "seed": seed, "exit_code": int(failed), "error": None,
+            "seconds": time.perf_counter() - t0,
+            "results": [{"name": r.name, "verdict": r.verdict, "explanation": r.explanation}
+                        for r in out.values()]}
+
+
+def run_jobs(records: Records, *, mutants: list[str], targets: list[str], seeds: list[int],
+             scope: str = "audit", jobs: int = 2, progress: bool = True) -> int:
+    """Run every job without a record yet; returns the number run."""
+    from tqdm import tqdm
+
+    commit = _commit()
+    have_m = {r["mutant"] for r in records.load("mutants")}
+    have_a = {(r["target"], r["seed"], r["scope"]) for r in records.load("audits")}
+    todo: list[tuple] = [("mutant", m) for m in mutants if m not in have_m]
+    todo += [("audit", t, s) for s in seeds for t in targets if (t, s, scope) not in have_a]
+    if not todo:
+        return 0
+    bar = tqdm(total=len(todo), desc="power", unit="job", disable=not progress,
+               dynamic_ncols=True)
+    if scope == "policy_head":
+        import torch
+
+        torch.set_num_threads(1)
+        jobs = 1  # in-process jobs share torch's global state: one at a time
+    with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {}
+        for job in todo:
+            if job[0] == "mutant":
+                futures[pool.submit(_run_mutant, job[1], commit)] = job
+            else:
+                futures[pool.submit(_run_audit, job[1], job[2], scope, commit)] = job
+        try:
+            for fut in cf.as_completed(futures):
+                job = futures[fut]
+                rec = fut.result()
+                records.append("mutants" if job[0] == "mutant" else "audits", rec)
+                bad = rec.get("failed") if job[0] == "audit" else None
+                bar.set_postfix_str(f"{job[1]}" + (f" seed {job[2]}" if job[0] == "audit"
+                                                   else "") + (" FAILED" if bad else ""))
+                bar.update()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    bar.close()
+    return len(todo)
+
+
+# ---------------------------------------------------------------------------- scorecard
+def _stated_rate(target: str) -> tuple[float, str]:
+    """Family-wise false-positive rate the audit states for ``target``'s statistical checks."""
+    from oracles.audit import AUDIT_ALPHA, resolve_target
+
+    continuous = "continuous" in getattr(resolve_target(target), "action_kinds", ("discrete",))
+    k = 4 if continuous else 3
+    return AUDIT_ALPHA * k / 3, f"{k} statistical checks at {AUDIT_ALPHA / 3:.2g} each"
+
+
+def _planned(target: str) -> set[str]:
+    from oracles.audit import resolve_target
+    from oracles.suite import plan
+
+    return {n for n, why in plan(resolve_target(target)) if why is None}
+
+
+def _fmt_ci(k: int, n: int) -> str:
+    lo, hi = clopper_pearson(k, n)
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def scorecard(records: Records, *, targets: list[str]) -> str:
+    """The Markdown scorecard from the records (see the module docstring)."""
+    from oracles.mutants import MUTANTS
+
+    lines = ["# Oracle power scorecard", "",
+             "Generated by `pgtheory audit --power` (module `oracles/power.py`) from the "
+             f"records in `{records.root.as_posix()}/`; rerunning the command resumes or "
+             "regenerates it. Machine: the project's 2-core CPU machine, one torch thread per "
+             "audit, two audits at a time.", ""]
+    mrecs = {r["mutant"]: r for r in records.load("mutants") if r["mutant"] in MUTANTS}
+    arecs = records.audits()
+
+    # ---- kill rate
+    killable = [m for m in MUTANTS.values() if not m.equivalent]
+    done = [m for m in killable if m.name in mrecs]
+    killed = [m for m in done if mrecs[m.name]["flagged"]]
+    rate = len(killed) / max(len(done), 1)
+    times = {}
+    for t in targets:
+        secs = [r["wall_s"] for r in arecs if r["target"] == t and r["scope"] == "audit"
+                and r.get("wall_s") is not None]
+        if secs:
+            times[t] = secs
+    fpr_rows, any_alarm, min_n = _fpr_rows(arecs, targets)
+    med = {t: statistics.median(v) for t, v in times.items()}
+    lines += ["## Goals", "",
+              "| goal | measured | met |", "|---|---|---|",
+              f"| kill rate >= 95% of non-equivalent mutants | {len(killed)}/{len(done)} "
+              f"({100 * rate:.1f}%) | {'yes' if rate >= 0.95 and done else 'no'} |",
+              f"| zero false alarms over >= 100 seeds per target | "
+              f"{any_alarm} seed(s) with a failure; fewest complete seeds {min_n} | "
+              f"{'yes' if any_alarm == 0 and min_n >= 100 else 'no'} |",
+              f"| median audit time <= 60 s (2 cores) | slowest median "
+              f"{max(med.values()):.1f} s |" if med else "| median audit time | no runs | no |",
+              ""]
+    if med:
+        lines[-2] += " yes |" if max(med.values()) <= 60 else " no |"
+    lines += _kill_sections(MUTANTS, mrecs, killable, done, killed)
+    lines += ["## False alarms (unmodified implementations and controls)", "",
+              "Full audits (`pgtheory audit TARGET --seed S`, seeds 1..N; seed 0 is CI's). A "
+              "seed is *complete* when its records cover every check the current audit plans "
+              "for the target; it is a false alarm when any check failed. Deterministic checks "
+              "(exact recomputation within float tolerances) should never fail; the statistical "
+              "checks' stated family-wise rate is in the last column.", "",
+              "| target | complete seeds | seeds with any failure | rate | 95% CI | stated rate "
+              "(statistical checks) |", "|---|---|---|---|---|---|"]
+    lines += [row for row, _ in fpr_rows]
+    per_check = {}
+    for r in arecs:
+        for n in r["failed"]:
+            per_check.setdefault((r["target"], n), []).append(r["seed"])
+    lines += ["", "Failures by check: " + ("none." if not per_check else "")]
+    for (t, n), seeds in sorted(per_check.items()):
+        lines.append(f"* `{t}` `{n}`: seeds {', '.join(map(str, sorted(seeds)))}")
+    commits = sorted({r["commit"] for r in arecs} | {r["commit"] for r in mrecs.values()})
+    lines += ["", "## Audit time", "",
+              "Wall-clock seconds of the `pgtheory audit TARGET` process (imports included), "
+              "one torch thread, two audits sharing the 2 cores.", "",
+              "| target | audits | median | 90th percentile | max |", "|---|---|---|---|---|"]
+    for t, v in times.items():
+        q = sorted(v)
+        lines.append(f"| `{t}` | {len(v)} | {statistics.median(q):.1f} s | "
+                     f"{q[min(len(q) - 1, int(0.9 * len(q)))]:.1f} s | {q[-1]:.1f} s |")
+    lines += ["", f"Records obtained at commit(s): {', '.join(commits) or '-'}.", ""]
+    return "\n".join(lines)
+
+
+def _kill_sections(mutants, mrecs, killable, done, killed) -> list[str]:
+    from oracles.results import LAYERS
+
+    lines = ["## Kill rate per layer", "",
+             f"A mutant counts for every layer with a failing check. {len(killed)} of "
+             f"{len(done)} audited non-equivalent mutants killed; the full matrix (which checks "
+             f"flag each mutant) is [kill_matrix.md](kill_matrix.md).", "",
+             "| layer | mutants flagged | only this layer flags them |", "|---|---|---|"]
+    layers_of = {m.name: {layer for _, layer in mrecs[m.name]["flagged"]} for m in killed}
+    for layer in LAYERS:
+        flagged = [n for n, ls in layers_of.items() if layer in ls]
+        only = [n for n, ls in layers_of.items() if ls == {layer}]
+        lines.append(f"| {layer} | {len(flagged)} | {len(only)}"
+                     + (f" ({', '.join(f'`{n}`' for n in only)})" if only else "") + " |")
+    lines += ["", "## Kill rate per bug class", "",
+              "| class (`shared/BUGS.md`) | mutants | killed | equivalent (argued) |",
+              "|---|---|---|---|"]
+    classes: dict[str, list] = {}
+    for m in mutants.values():
+        classes.setdefault(m.bug_class, []).append(m)
+    for c, ms in classes.items():
+        k = [m for m in ms if not m.equivalent and m.name in mrecs and mrecs[m.name]["flagged"]]
+        nk = [m for m in ms if not m.equivalent]
+        eq = [m for m in ms if m.equivalent]
+        lines.append(f"| {c} | {len(ms)} | {len(k)}/{len(nk)} | {len(eq)} |")
+    survivors = [m.name for m in done if m not in killed]
+    missing = [m.name for m in killable if m.name not in mrecs]
+    lines += ["", "Survivors: " + (", ".join(f"`{s}`" for s in survivors) or "none") + "."]
+    if missing:
+        lines.append("Not audited yet: " + ", ".join(f"`{s}`" for s in missing) + ".")
+    return [*lines, ""]
+
+
+def _fpr_rows(arecs: list[dict], targets: list[str]) -> tuple[list, int, int]:
+    rows, total_alarms, min_n = [], 0, 10**9
+    for t in targets:
+        planned = _planned(t)
+        by_seed: dict[int, list[dict]] = {}
+        for r in arecs:
+            if r["target"] == t:
+                by_seed.setdefault(r["seed"], []).append(r)
+        complete, alarms = 0, 0
+        for recs in by_seed.values():
+            covered = set().union(*(set(r["checks"]) for r in recs))
+            crashed = any(r["exit_code"] not in (0, 1) for r in recs)
+            if not crashed and not planned <= covered:
+                continue
+            complete += 1
+            alarms += any(r["failed"] or r["exit_code"] != 0 for r in recs)
+        stated, how = _stated_rate(t)
+        rate = f"{alarms / complete:.3f}" if complete else "-"
+        ci = _fmt_ci(alarms, complete) if complete else "-"
+        rows.append((f"| `{t}` | {complete} | {alarms} | {rate} | {ci} | {stated:.2g} ({how}) |",
+                     complete))
+        total_alarms += alarms
+        min_n = min(min_n, complete)
+    return rows, total_alarms, (0 if min_n == 10**9 else min_n)
+
+
+# --------------------------------------------------------------------------------- CLI
+def build_parser(group=None) -> argparse.ArgumentParser:
+    """The power options, on their own parser or added to ``group`` (``pgtheory audit``'s)."""
+    p = group or argparse.ArgumentParser(prog="pgtheory audit --power")
+    p.add_argument("--seeds", type=int, default=100,
+                   help="false-alarm seeds per target: 1..N (default 100)")
+    p.add_argument("--targets", default=",".join(OURS + CONTROLS),
+                   help="comma-separated targets for the false-alarm runs")
+    p.add_argument("--jobs", type=int, default=2, help="audits at a time (default 2)")
+    p.add_argument("--records", default=DEFAULT_RECORDS, help="records directory")
+    p.add_argument("--out", default=DEFAULT_OUT, help="the Markdown scorecard")
+    p.add_argument("--no-run", action="store_true",
+                   help="only regenerate the scorecard from the records")
+    p.add_argument("--skip-mutants", action="store_true", help="no kill-matrix audits")
+    p.add_argument("--scope", choices=("audit", "policy_head"), default="audit",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--fresh", action="store_true", help="discard the records first")
+    if group is None:
+        p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run what is missing, write the scorecard; exit 0 when every goal is met, else 1."""
+    from oracles.audit import resolve_target
+    from oracles.mutants import MUTANTS
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets or args.seeds < 0 or args.jobs < 1:
+        raise PowerError(f"expected targets, --seeds >= 0 and --jobs >= 1, received "
+                         f"targets={targets}, seeds={args.seeds}, jobs={args.jobs}")
+    for t in targets:
+        resolve_target(t)  # fails now, with the protocol error, not in a worker
+    records = Records(pathlib.Path(args.records))
+    if args.fresh:
+        for kind in ("mutants", "audits"):
+            (records.root / f"{kind}.jsonl").unlink(missing_ok=True)
+    if not args.no_run:
+        run_jobs(records, mutants=[] if args.skip_mutants else list(MUTANTS), targets=targets,
+                 seeds=list(range(1, args.seeds + 1)), scope=args.scope, jobs=args.jobs,
+                 progress=not args.no_progress)
+    text = scorecard(records, targets=targets)
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(text)
+    print(text)
+    return 0 if "| no |" not in text.split("## Kill rate per layer")[0] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m oracles.power`` (same options as ``pgtheory audit --power``)."""
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
