@@ -15,7 +15,8 @@ from oracles.suite import plan
 
 FAST = ["truncation_as_termination", "ratio_inverted", "trpo_no_factor_two",
         "gamma_t_declared_not_applied", "critic_regressed_to_advantage",
-        "log_prob_averaged_over_dims"]
+        "log_prob_averaged_over_dims", "log_std_detached", "clipped_action_stored",
+        "samples_with_log_variance"]
 
 
 @pytest.mark.parametrize("name", FAST)

@@ -1,0 +1,132 @@
+"""The power run and scorecard (oracles/power.py): records, resumption, coverage, statistics.
+
+The audits themselves are replaced by stubs here (a real power run takes hours); what is tested
+is the bookkeeping that turns records into the published figures.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from oracles import power
+from oracles.mutants import MUTANTS
+from oracles.suite import plan
+
+
+def test_clopper_pearson_matches_closed_forms() -> None:
+    # k = 0: the upper bound solves (1 - p)^n = 0.025, i.e. 1 - 0.025^(1/n)
+    lo, hi = power.clopper_pearson(0, 100)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 100), rel=1e-9)
+    # k = n: the lower bound solves p^n = 0.025
+    lo, hi = power.clopper_pearson(50, 50)
+    assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 50), rel=1e-9)
+    with pytest.raises(power.PowerError, match="received k=3, n=2"):
+        power.clopper_pearson(3, 2)
+
+
+def _record(target: str, seed: int, *, scope: str = "audit", failed=(), checks=None) -> dict:
+    names = checks if checks is not None else [n for n, why in plan(_target(target)) if not why]
+    return {"target": target, "seed": seed, "scope": scope, "exit_code": int(bool(failed)),
+            "error": None, "seconds": 1.0, "wall_s": 2.0 + seed, "checks": sorted(names),
+            "failed": sorted(failed), "commit": "abc1234", "date": "2026-11-22"}
+
+
+def _target(spec: str):
+    from oracles.audit import resolve_target
+
+    return resolve_target(spec)
+
+
+def test_records_round_trip_and_store_each_plan_once(tmp_path) -> None:
+    rec = power.Records(tmp_path)
+    rec.append("audits", _record("a2c", 1))
+    rec.append("audits", _record("a2c", 2))
+    assert len(rec.plans()) == 1
+    back = rec.audits()
+    assert [r["seed"] for r in back] == [1, 2]
+    assert back[0]["checks"] == _record("a2c", 1)["checks"]
+    (tmp_path / "audits.jsonl").write_text("not json\n")
+    with pytest.raises(power.PowerError, match=r"audits\.jsonl:1: expected a JSON record"):
+        rec.load("audits")
+
+
+def test_false_alarms_count_complete_seeds_only(tmp_path) -> None:
+    rec = power.Records(tmp_path)
+    head = {n for n, why in plan(_target("a2c")) if not why and "sampling" not in n
+            and "log_prob_gradient" not in n}
+    for seed in range(1, 6):  # audits from before the policy-head checks ...
+        rec.append("audits", _record("a2c", seed, checks=sorted(head),
+                                     failed=["in_expectation.advantages"] if seed == 2 else ()))
+    for seed in (1, 2, 3):  # ... completed for three seeds; seed 3's policy head fails
+        rec.append("audits", _record(
+            "a2c", seed, scope="policy_head",
+            checks=["given_the_batch.action_sampling@lqr",
+                    "given_the_batch.log_prob_gradient@lqr"],
+            failed=["given_the_batch.action_sampling@lqr"] if seed == 3 else ()))
+    text = power.scorecard(rec, targets=["a2c"])
+    row = next(line for line in text.splitlines() if line.startswith("| `a2c` |"))
+    assert row.startswith("| `a2c` | 3 | 2 | 0.667 |"), row
+    assert "`a2c` `in_expectation.advantages`: seeds 2" in text
+    assert "`a2c` `given_the_batch.action_sampling@lqr`: seeds 3" in text
+    assert "| zero false alarms" in text and "| no |" in text
+
+
+def test_scorecard_kill_rates_per_layer_and_class(tmp_path) -> None:
+    rec = power.Records(tmp_path)
+    for m in MUTANTS.values():
+        flagged = [] if m.equivalent or m.name == "gae_lambda_power" else \
+            [["components.gae", "components"], ["given_the_batch.advantages", "given_the_batch"]]
+        rec.append("mutants", {"mutant": m.name, "flagged": flagged, "seconds": 1.0,
+                               "error": "", "commit": "abc1234", "date": "2026-11-22"})
+    text = power.scorecard(rec, targets=["a2c"])
+    n = sum(not m.equivalent for m in MUTANTS.values())
+    assert f"| kill rate >= 95% of non-equivalent mutants | {n - 1}/{n} " in text
+    assert "Survivors: `gae_lambda_power`." in text
+    assert f"| components | {n - 1} | 0 |" in text
+    assert "| GAE algebra | 3 | 2/3 | 0 |" in text
+
+
+def test_run_jobs_resumes_and_skips_recorded_jobs(tmp_path, monkeypatch) -> None:
+    calls = []
+
+    def fake_audit(target, seed, scope, commit):
+        calls.append((target, seed))
+        return _record(target, seed, scope=scope)
+
+    monkeypatch.setattr(power, "_run_audit", fake_audit)
+    rec = power.Records(tmp_path)
+    rec.append("audits", _record("a2c", 1))
+    n = power.run_jobs(rec, mutants=[], targets=["a2c", "reinforce"], seeds=[1, 2], jobs=2,
+                       progress=False)
+    assert n == 3 and sorted(calls) == [("a2c", 2), ("reinforce", 1), ("reinforce", 2)]
+    assert power.run_jobs(rec, mutants=[], targets=["a2c", "reinforce"], seeds=[1, 2],
+                          progress=False) == 0
+    lines = (tmp_path / "audits.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all("checks_id" in json.loads(x) for x in lines)
+
+
+def test_cli_power_rejects_bad_arguments(capsys) -> None:
+    from pgtheory.cli import main
+
+    assert main(["audit", "ppo", "--power"]) == 2
+    assert "expected no TARGET" in capsys.readouterr().err
+    assert main(["audit", "--power", "--no-run", "--targets", "nosuch"]) == 2
+    assert "nosuch" in capsys.readouterr().err
+    assert main(["audit", "--power", "--no-run", "--jobs", "0"]) == 2
+    assert "--jobs >= 1" in capsys.readouterr().err
+
+
+def test_cli_power_no_run_writes_the_scorecard(tmp_path) -> None:
+    from pgtheory.cli import main
+
+    rec = power.Records(tmp_path / "rec")
+    rec.append("audits", _record("reinforce", 1))
+    out = tmp_path / "card.md"
+    code = main(["audit", "--power", "--no-run", "--records", str(tmp_path / "rec"),
+                 "--targets", "reinforce", "--out", str(out)])
+    assert code == 1  # goals not met: no mutants audited, 1 seed
+    text = out.read_text()
+    assert "| `reinforce` | 1 | 0 | 0.000 | [0.000, 0.975] |" in text
+    assert "| `reinforce` | 1 | 3.0 s |" in text
