@@ -156,6 +156,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(args: argparse.Namespace) -> int:
+    from implementations.scale import run_scale
+
+    algos = tuple(a.strip() for a in args.algos.split(",") if a.strip())
+    path = run_scale(args.env, algos=algos, budget=args.budget, device=args.device,
+                     out=args.out, seed=args.seed, progress=not args.no_progress,
+                     report_dir=args.report_dir)
+    print(f"report: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pgtheory",
@@ -225,6 +236,21 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--no-tensorboard", action="store_true", help="CSV log only")
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     tr.set_defaults(func=_train)
+
+    sc = sub.add_parser("scale", help="train PPO, TRPO and A2C on a MuJoCo task with live oracle "
+                                      "monitors and exact measurements (trust region, natural "
+                                      "gradient, surrogate vs reality, gradient estimators, "
+                                      "LQR anchor); writes REPORT.md and figures; resumable")
+    sc.add_argument("--env", default="Hopper-v5", help="MuJoCo task (default Hopper-v5)")
+    sc.add_argument("--algos", default="ppo,trpo,a2c", help="subset of ppo,trpo,a2c")
+    sc.add_argument("--budget", default="small", choices=["small", "full"],
+                    help="small: about 30 min on 2 CPU cores; full: 1M steps per algorithm")
+    sc.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    sc.add_argument("--out", default="runs/scale", help="run directory (rerun to resume)")
+    sc.add_argument("--report-dir", help="where REPORT.md and the figures go (default --out)")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sc.set_defaults(func=_scale)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
