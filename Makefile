@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup audit demo test bench bench-audit bench-throughput bench-returns accuracy fpr catalogue lint clean
+.PHONY: setup audit demo test bench bench-audit bench-throughput bench-returns power scale accuracy fpr catalogue lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ bench-throughput: $(STAMP)
 
 bench-returns: $(STAMP)
 	$(PY) tests/benchmarks/mujoco_returns.py --algos ppo,trpo --envs Hopper-v5 --seeds 0,1,2 --steps 1000000 --jobs 2 --out runs/mujoco
+
+power: $(STAMP)
+	$(VENV)/bin/pgtheory audit --power
+
+scale: $(STAMP)
+	$(VENV)/bin/pgtheory scale --budget small --out runs/scale --report-dir docs/scale
 
 accuracy: $(STAMP)
 	$(PY) tests/benchmarks/accuracy.py

@@ -405,7 +405,7 @@ def natural_gradient_accuracy(agent, *, cg_iters: tuple, dampings: tuple) -> dic
         rows = []
         for k in cg_iters:
             x = core.conjugate_gradient(lambda v, lam=lam: Ft @ v + lam * v, gt, k,
-                                        residual_tol=0.0).numpy()
+                                        residual_tol=1e-30).numpy()
             resid = np.linalg.norm(F @ x + lam * x - g) / np.linalg.norm(g)
             e = x - ref
             a_err = math.sqrt(max(float(e @ (F @ e) + lam * e @ e), 0.0)) / ref_norm
