@@ -836,9 +836,11 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
             j, dev = j_self, abs(j_self - round(j_self))
         if round(j) < 0 or dev > length_tol:
             j2 = math.log(c / (beta / math.sqrt(2))) / math.log(shrink)
+            j2_self = j_self + 0.5 * math.log(2) / math.log(shrink)
+            halved = any(abs(v - round(v)) <= length_tol and round(v) >= 0 for v in (j2, j2_self))
             why = ("reproduced by: full step sqrt(delta / x^T F x) without the factor 2 (BUGS.md:"
-                   " TRPO step size)" if abs(j2 - round(j2)) <= length_tol and round(j2) >= 0
-                   else "longer than the trust-region full step" if j < 0 else
+                   " TRPO step size)" if halved else
+                   "longer than the trust-region full step" if j < 0 else
                    "not a backtracking fraction of the full step")
             return CheckResult(name, LAYER, "fail", f"beta * {shrink}^j, beta = {beta:.4g}",
                                f"{c:.4g}", f"iteration {k}: step length {c:.4g} x is not "

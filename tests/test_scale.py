@@ -98,7 +98,7 @@ def test_live_monitor_flags_a_seeded_defect(tmp_path) -> None:
     agent = _agent("ppo")
     hp = ImplementationTarget(type(agent), agent.cfg).hyperparameters
     mon = scale.LiveMonitor("ppo", hp, tmp_path / "m.jsonl")
-    with applied(MUTANTS["no_bootstrap_at_buffer_end"]):
+    with applied(MUTANTS["gae_gamma_lambda_swapped"]):
         mon(agent, agent.iterate())
     with applied(MUTANTS["ratio_inverted"]):
         mon(agent, agent.iterate())
