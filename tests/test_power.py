@@ -110,6 +110,13 @@ def test_run_jobs_resumes_and_skips_recorded_jobs(tmp_path, monkeypatch) -> None
                           progress=False) == 0
     lines = (tmp_path / "audits.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all("checks_id" in json.loads(x) for x in lines)
+    # timing runs come last, one at a time, into their own records
+    calls.clear()
+    assert power.run_jobs(rec, mutants=[], targets=["a2c"], seeds=[1, 2], jobs=2,
+                          progress=False, timing=2) == 2
+    assert calls == [("a2c", 1), ("a2c", 2)]
+    text = power.scorecard(rec, targets=["a2c"])
+    assert "| `a2c` | 2 | 3.5 s | 4.0 s |" in text and "timing runs, one audit" in text
 
 
 def test_cli_power_rejects_bad_arguments(capsys) -> None:
@@ -134,4 +141,4 @@ def test_cli_power_no_run_writes_the_scorecard(tmp_path) -> None:
     assert code == 1  # goals not met: no mutants audited, 1 seed
     text = out.read_text()
     assert "| `reinforce` | 1 | 0 | 0.000 | [0.000, 0.975] |" in text
-    assert "| `reinforce` | 1 | 3.0 s |" in text
+    assert "| `reinforce` | 1 | 3.0 s | 3.0 s | 3.0 s | - |" in text
