@@ -507,10 +507,13 @@ def estimator_statistics(grads: dict[str, list[np.ndarray]],
     return out
 
 
-def gradient_estimators(agent, *, batches: int, gamma: float) -> dict:
+def gradient_estimators(agent, *, batches: int, gamma: float, progress: bool = False,
+                        desc: str = "estimators") -> dict:
     """:func:`estimator_statistics` over ``batches`` fresh batches of the agent's policy."""
+    from tqdm import tqdm
+
     grads: dict[str, list] = {k: [] for k in ESTIMATORS}
-    for _ in range(batches):
+    for _ in tqdm(range(batches), desc=desc, unit="batch", disable=not progress, leave=False):
         for k, v in estimator_gradients(agent, agent.collect(), gamma).items():
             grads[k].append(v)
     return estimator_statistics(grads)
@@ -747,8 +750,9 @@ def run_scale(env_id: str = "Hopper-v5", *, algos: tuple = SCALE_ALGOS, budget: 
                 state = out / "runs" / "ppo" / f"state_{it}.pt"
                 state = state if state.exists() else out / "runs" / "ppo" / "checkpoint.pt"
             agent = _load_agent("ppo", env_id, b.overrides, seed + 3, 1, state)
-            results[str(frac)] = gradient_estimators(agent, batches=b.estimator_batches,
-                                                     gamma=agent.cfg.gamma)
+            results[str(frac)] = gradient_estimators(
+                agent, batches=b.estimator_batches, gamma=agent.cfg.gamma, progress=progress,
+                desc=f"estimators at {frac:.0%}")
         _write(data / "estimators.json", results)
     if not (data / "pendulum.json").exists():
         say(f"[scale] InvertedPendulum-v5: PPO for {b.pendulum_steps:,} steps, then the LQR "
