@@ -101,7 +101,7 @@ class Budget:
 BUDGETS = {
     "small": Budget("small", train_steps={"ppo": 102_400, "trpo": 102_400, "a2c": 51_200},
                     num_envs={"ppo": 1, "trpo": 1, "a2c": 8}, eval_episodes=4,
-                    estimator_batches=8, estimator_points=(0.0, 1.0),
+                    estimator_batches=8, estimator_points=(0.0, 0.5, 1.0),
                     cg_iters=(1, 2, 3, 5, 7, 10, 15, 20, 25, 35, 50),
                     dampings=(0.0, 1e-3, 1e-2, 1e-1), fisher_points=(1.0,),
                     pendulum_steps=102_400),
