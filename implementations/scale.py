@@ -120,7 +120,14 @@ class ScaleError(ConfigError):
 
 # ------------------------------------------------------------------------ exact pieces
 def gaussian_params(agent, params: dict, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (B, m), float64, of the agent's Gaussian policy at ``params``."""
+    """Mean and std (B, m), float64, action units, of the agent's Gaussian policy at ``params``
+    for observations (B, obs_dim); the agent's parameters are restored afterwards.
+
+    Raises
+    ------
+    AttributeError
+        The distribution exposes no ``mean``/``stddev`` (not a Gaussian head).
+    """
     from oracles.protocol import parameters_set
 
     with parameters_set(agent, params), torch.no_grad():
@@ -130,7 +137,13 @@ def gaussian_params(agent, params: dict, obs: np.ndarray) -> tuple[np.ndarray, n
 
 
 def gaussian_kl(m1, s1, m2, s2) -> np.ndarray:
-    """Closed-form ``KL(N(m1, s1^2) || N(m2, s2^2))`` summed over the last axis (nats)."""
+    """Closed-form ``KL(N(m1, s1^2) || N(m2, s2^2))`` of diagonal Gaussians, summed over the last
+    axis (nats); arrays broadcast, shape (..., m) -> (...).
+
+    References
+    ----------
+    Kullback & Leibler (1951); e.g. Schulman et al. (2015), arXiv:1502.05477v5, App. C.
+    """
     return np.sum(np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5, axis=-1)
 
 
@@ -154,7 +167,13 @@ def _flat_rollout(rollout, name: str) -> np.ndarray:
 
 
 def surrogate_gain(agent, iteration) -> float:
-    """``mean((pi_new / pi_old - 1) A)`` over the batch (raw advantages, reward units)."""
+    """``mean((pi_new / pi_old - 1) A)`` over the iteration's batch (raw advantages, reward
+    units): the first-order predicted change of ``(1 - gamma) J``.
+
+    References
+    ----------
+    Kakade & Langford (2002), ICML, Sec. 4; Schulman et al. (2015), arXiv:1502.05477v5, Eq. 3.
+    """
     from oracles.protocol import parameters_set
 
     r = iteration.rollout
@@ -727,29 +746,19 @@ def run_scale(env_id: str = "Hopper-v5", *, algos: tuple = SCALE_ALGOS, budget: 
                       "train_return": res.train_return, "points": points})
     if "trpo" in algos and not (data / "natural_gradient.json").exists():
         say("[scale] natural-gradient accuracy: explicit Fisher of the TRPO actor")
-        meta = json.loads((data / "train_trpo.json").read_text())
         results = {}
         for frac in b.fisher_points:
-            state = None
-            if frac > 0:
-                it = max(1, round(frac * meta["iterations"]))
-                state = out / "runs" / "trpo" / f"state_{it}.pt"
-                state = state if state.exists() else out / "runs" / "trpo" / "checkpoint.pt"
-            agent = _load_agent("trpo", env_id, b.overrides, seed + 2, 1, state)
+            agent = _load_agent("trpo", env_id, b.overrides, seed + 2, 1,
+                                _state_at(out, "trpo", frac))
             results[str(frac)] = natural_gradient_accuracy(agent, cg_iters=b.cg_iters,
                                                            dampings=b.dampings)
         _write(data / "natural_gradient.json", results)
     if "ppo" in algos and not (data / "estimators.json").exists():
         say("[scale] gradient estimators at points of PPO's training")
-        meta = json.loads((data / "train_ppo.json").read_text())
         results = {}
         for frac in b.estimator_points:
-            state = None
-            if frac > 0:
-                it = max(1, round(frac * meta["iterations"]))
-                state = out / "runs" / "ppo" / f"state_{it}.pt"
-                state = state if state.exists() else out / "runs" / "ppo" / "checkpoint.pt"
-            agent = _load_agent("ppo", env_id, b.overrides, seed + 3, 1, state)
+            agent = _load_agent("ppo", env_id, b.overrides, seed + 3, 1,
+                                _state_at(out, "ppo", frac))
             results[str(frac)] = gradient_estimators(
                 agent, batches=b.estimator_batches, gamma=agent.cfg.gamma, progress=progress,
                 desc=f"estimators at {frac:.0%}")
@@ -766,6 +775,16 @@ def run_scale(env_id: str = "Hopper-v5", *, algos: tuple = SCALE_ALGOS, budget: 
                             run_dir / "checkpoint.pt")
         _write(data / "pendulum.json", pendulum_anchor(agent, seed=seed + 4))
     return write_report(out, report_dir)
+
+
+def _state_at(out: Path, algo: str, frac: float) -> Path | None:
+    """The saved agent state at fraction ``frac`` of ``algo``'s training (None: a fresh agent
+    for ``frac = 0``; the final checkpoint when that iteration's state was not kept)."""
+    if frac <= 0:
+        return None
+    meta = json.loads((out / "data" / f"train_{algo}.json").read_text())
+    state = out / "runs" / algo / f"state_{max(1, round(frac * meta['iterations']))}.pt"
+    return state if state.exists() else out / "runs" / algo / "checkpoint.pt"
 
 
 def _iterations(b: Budget, algo: str, cfg) -> int:
