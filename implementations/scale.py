@@ -344,16 +344,6 @@ def read_jsonl(path: Path) -> list[dict]:
 #: autograd, so eigenvalues below about 1e-6 of the largest are rounding noise, not curvature.
 RANK_CUTOFF = 1e-6
 
-def _trpo_agent(env_id: str, overrides: dict, seed: int, state: Path | None):
-    from implementations.common import make_env_fn
-    from implementations.trpo import TRPOAgent, TRPOConfig
-
-    cfg = TRPOConfig().replace(**overrides)
-    agent = TRPOAgent(make_env_fn(env_id, cfg), cfg, seed=seed)
-    if state is not None:
-        agent.load_state_dict(torch.load(state, map_location="cpu", weights_only=False))
-    return agent
-
 
 def natural_gradient_accuracy(agent, *, cg_iters: tuple, dampings: tuple) -> dict:
     """Conjugate gradient against the exact ``(F + lambda I)^-1 g`` on one fresh batch.
