@@ -234,19 +234,28 @@ def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
 
     After training, the critic regresses on lambda-returns of (nearly) the final policy, whose
     expectation is ``V_pi`` at every state the policy visits (for any lambda: ``V_pi`` is the
-    fixed point of every TD(lambda) target). The check compares the agent's critic with
-    :func:`pgtheory.state_values` of the final policy at the non-terminal states with
-    on-policy visitation at least ``min_visit``, within ``rtol * max_s |V_pi(s)|`` (the critic
-    lags a moving policy, so the tolerance is loose; defects that change the target, such as
-    regressing on the advantage, move it by a multiple of the values).
+    fixed point of every TD(lambda) target). A critic trained by stochastic gradient steps does
+    not sit at that fixed point: its last iterate fluctuates around it with the step size's
+    noise (one Adam step on 64 transitions per A2C update). The check therefore takes the
+    critics and policies of the last ``K`` updates (a window) and compares the averaged critic
+    ``mean_k V_phi_k`` with the averaged exact target ``mean_k V_{pi_k}`` (iterate averaging,
+    Polyak & Juditsky 1992), at the non-terminal states whose on-policy visitation, averaged
+    over the window, is at least ``min_visit``, within ``rtol * max_s |V(s)|``. Defects that
+    change the target (regressing on the advantage, normalized targets, a wrong sign, a wrong
+    discount) move it by a multiple of the values, and averaging keeps them.
+
+    Measured in the audit's training run on probe 5 (40 seeds of our A2C): the last iterate's
+    worst relative error reached 0.117 (seed 27: a false alarm at ``rtol = 0.1`` before the
+    window), the 20-update average's at most 0.010; the critic-target mutants of
+    :mod:`oracles.mutants` sit at 0.47 or more.
 
     Parameters
     ----------
     mdp : TabularMDP
-    pi : array_like, shape (S, A)
-        The final policy.
-    values : array_like, shape (S,)
-        The agent's critic at every state.
+    pi : array_like, shape (S, A) or (K, S, A)
+        The final policy, or the policies after each of the last ``K`` updates.
+    values : array_like, shape (S,) or (K, S)
+        The agent's critic at every state, after the same updates as ``pi``.
     rtol, min_visit : float
     time_limit : int, optional
         For the on-policy visitation.
@@ -260,26 +269,39 @@ def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
     Raises
     ------
     InvalidPolicyError
-        ``pi`` is not a stochastic (S, A) matrix.
+        A policy is not a stochastic (S, A) matrix.
+    ValueError
+        ``values`` does not have the shape of ``pi`` without its action axis.
 
     References
     ----------
     Sutton & Barto (2018), Sec. 12.1 (the lambda-return's expectation is V_pi);
+    Polyak & Juditsky (1992), SIAM J. Control Optim. 30(4) (averaged stochastic iterates);
     :func:`pgtheory.state_values`, :func:`pgtheory.on_policy_distribution`.
     """
     name = "update_level.critic"
     v = np.asarray(values, dtype=float)
+    pis = np.asarray(pi, dtype=float)
+    if pis.ndim == 2:
+        pis, v = pis[None], v[None]
+    if v.shape != pis.shape[:2]:
+        raise ValueError(f"values: expected shape {pis.shape[:2]} (the policies' (K, S)), "
+                         f"received {np.asarray(values).shape}")
     if not np.all(np.isfinite(v)):
         return CheckResult(name, LAYER, "fail", "finite values", "NaN/inf",
                            "the critic returns non-finite values")
-    exact = pg.state_values(mdp, pi)
-    visit = pg.on_policy_distribution(mdp, pi, time_limit=time_limit)
+    n = len(pis)
+    exact = np.mean([pg.state_values(mdp, p) for p in pis], axis=0)
+    visit = np.mean([pg.on_policy_distribution(mdp, p, time_limit=time_limit) for p in pis],
+                    axis=0)
+    v = v.mean(axis=0)
     mask = (visit >= min_visit) & ~mdp.terminal.astype(bool)
     tol = rtol * max(float(np.abs(exact[mask]).max()) if mask.any() else 0.0, 1e-6)
     err = np.abs(v - exact)
     worst = int(np.flatnonzero(mask)[np.argmax(err[mask])])
+    window = f" (both averaged over the last {n} updates)" if n > 1 else ""
     text = (f"max |V_phi - V_pi| = {err[worst]:.3g} at state {worst} (V_phi {v[worst]:.4g}, "
-            f"V_pi {exact[worst]:.4g}) over {int(mask.sum())} visited states, allowed "
+            f"V_pi {exact[worst]:.4g}){window} over {int(mask.sum())} visited states, allowed "
             f"{tol:.3g}{budget}")
     if err[worst] > tol:
         why = ""
@@ -289,5 +311,5 @@ def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
                            f"the fitted critic is off its exact target: {text}{why}",
                            tolerance=rtol)
     return CheckResult(name, LAYER, "pass", f"{exact[worst]:.4g}", f"{v[worst]:.4g}",
-                       f"the fitted critic matches V of the final policy: {text}",
+                       f"the fitted critic matches V of the policy: {text}",
                        tolerance=rtol)
