@@ -460,8 +460,9 @@ def kill_matrix_markdown(records: Records) -> str:
     from oracles.mutants import MUTANTS, KillResult, format_matrix
 
     recs = {r["mutant"]: r for r in records.load("mutants") if r["mutant"] in MUTANTS}
-    results = [KillResult(MUTANTS[n], [tuple(f) for f in r["flagged"]], r.get("seconds") or 0.0,
-                          r.get("error") or "") for n, r in recs.items()]
+    results = [KillResult(MUTANTS[n], [tuple(f) for f in recs[n]["flagged"]],
+                          recs[n].get("seconds") or 0.0, recs[n].get("error") or "")
+               for n in MUTANTS if n in recs]  # catalogue order, whatever order jobs ended in
     commits = sorted({r["commit"] for r in recs.values()})
     secs = [r.get("seconds") or 0.0 for r in recs.values()]
     lines = ["# Kill matrix: seeded bugs in the project's implementations", "",

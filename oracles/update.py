@@ -236,7 +236,7 @@ def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
     expectation is ``V_pi`` at every state the policy visits (for any lambda: ``V_pi`` is the
     fixed point of every TD(lambda) target). A critic trained by stochastic gradient steps does
     not sit at that fixed point: its last iterate fluctuates around it with the step size's
-    noise (one Adam step on 64 transitions per A2C update). The check therefore takes the
+    noise (one RMSprop step on 64 transitions per A2C update). The check therefore takes the
     critics and policies of the last ``K`` updates (a window) and compares the averaged critic
     ``mean_k V_phi_k`` with the averaged exact target ``mean_k V_{pi_k}`` (iterate averaging,
     Polyak & Juditsky 1992), at the non-terminal states whose on-policy visitation, averaged

@@ -93,6 +93,17 @@ def test_scorecard_kill_rates_per_layer_and_class(tmp_path) -> None:
     assert "* `policy_loss_doubled`: with gradient clipping off" in matrix
 
 
+def test_kill_matrix_rows_in_catalogue_order(tmp_path) -> None:
+    """Jobs end in any order; the matrix lists mutants as the catalogue does (stable diffs)."""
+    rec = power.Records(tmp_path)
+    for name in reversed(list(MUTANTS)[:3]):
+        rec.append("mutants", {"mutant": name, "flagged": [], "seconds": 1.0, "error": "",
+                               "commit": "abc1234", "date": "2026-11-22"})
+    matrix = power.kill_matrix_markdown(rec)
+    where = [matrix.index(f"| `{name}` |") for name in list(MUTANTS)[:3]]
+    assert where == sorted(where)
+
+
 def test_run_jobs_resumes_and_skips_recorded_jobs(tmp_path, monkeypatch) -> None:
     calls = []
 
