@@ -34,6 +34,7 @@ import numpy as np
 
 import pgtheory as pg
 from oracles.components import GAE_VARIANTS
+from oracles.components import _cg_reference as _reference_cg
 from oracles.protocol import Iteration, Update, parameters_set
 from oracles.results import CheckResult
 
@@ -702,23 +703,6 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
         return kl_v, s_v
 
     return F, g, (lambda f, reverse=False: evaluate(f, reverse)[0]), (lambda f: evaluate(f)[1])
-
-
-def _reference_cg(matvec: Callable, b: np.ndarray, n_iters: int) -> np.ndarray:
-    """``n_iters`` CG iterations from 0 (Nocedal & Wright 2006, Alg. 5.2), float64; stops once
-    the residual is negligible relative to ``b`` (further iterations would divide by ~0)."""
-    x = np.zeros_like(b)
-    r, p = b.copy(), b.copy()
-    rr = r0 = float(r @ r)
-    for _ in range(n_iters):
-        if rr <= 1e-24 * r0 or rr == 0.0:
-            break
-        Ap = matvec(p)
-        alpha = rr / float(p @ Ap)
-        x, r = x + alpha * p, r - alpha * Ap
-        rr_new = float(r @ r)
-        p, rr = r + (rr_new / rr) * p, rr_new
-    return x
 
 
 def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_tol: float = 1e-3,

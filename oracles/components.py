@@ -702,20 +702,21 @@ def check_gaussian_kl(kl_fn: Callable, *, n_batches: int = 10, seed: int = 0, rt
 
 
 # ---------------------------------------------------------------- TRPO machinery
-def _cg_reference(matvec, b, n_iters):
+def _cg_reference(matvec: Callable, b: np.ndarray, n_iters: int) -> np.ndarray:
+    """``n_iters`` CG iterations from 0 (Nocedal & Wright 2006, Alg. 5.2), float64; stops once
+    the residual is negligible relative to ``b`` (further iterations would divide by ~0).
+    The reference of :func:`check_conjugate_gradient` and of ``oracles.batch``'s TRPO steps."""
     x = np.zeros_like(b)
     r, p = b.copy(), b.copy()
-    rr = r @ r
+    rr = r0 = float(r @ r)
     for _ in range(n_iters):
-        Ap = matvec(p)
-        alpha = rr / (p @ Ap)
-        x = x + alpha * p
-        r = r - alpha * Ap
-        rr_new = r @ r
-        if rr_new < 1e-30:
+        if rr <= 1e-24 * r0 or rr == 0.0:
             break
-        p = r + (rr_new / rr) * p
-        rr = rr_new
+        Ap = matvec(p)
+        alpha = rr / float(p @ Ap)
+        x, r = x + alpha * p, r - alpha * Ap
+        rr_new = float(r @ r)
+        p, rr = r + (rr_new / rr) * p, rr_new
     return x
 
 
