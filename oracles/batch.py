@@ -34,7 +34,7 @@ import numpy as np
 
 import pgtheory as pg
 from oracles.components import GAE_VARIANTS
-from oracles.components import _cg_reference as _reference_cg
+from oracles.components import _cg_reference as _reference_cg  # also the CG check's
 from oracles.protocol import Iteration, Update, parameters_set
 from oracles.results import CheckResult
 
