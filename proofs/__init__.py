@@ -24,6 +24,7 @@ from proofs.formulas import (
     COMMON_WRONG_FORMS,
     FormulaCheck,
     FormulaError,
+    FormulaLimitError,
     check_formula,
     list_quantities,
 )
@@ -67,5 +68,5 @@ def prove(names=None, *, on_result=None) -> list[tuple[Theorem, Verdict]]:
     return out
 
 
-__all__ = ["COMMON_WRONG_FORMS", "THEOREMS", "FormulaCheck", "FormulaError", "Theorem",
-           "Verdict", "check_formula", "list_quantities", "prove"]
+__all__ = ["COMMON_WRONG_FORMS", "THEOREMS", "FormulaCheck", "FormulaError", "FormulaLimitError",
+           "Theorem", "Verdict", "check_formula", "list_quantities", "prove"]
