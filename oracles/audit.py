@@ -17,6 +17,8 @@ TARGET forms
   switch;
 * ``example-ppo``, ``example-a2c``, ``example-trpo``: the compact example targets of
   :mod:`oracles.example_target`;
+* ``campaign:FAMILY:INDEX``: the INDEX-th random correct configuration of FAMILY drawn by
+  the configuration campaign (:mod:`oracles.campaign`);
 * ``MODULE:ATTR``: an object (or zero-argument factory) following :mod:`oracles.protocol`.
 """
 
@@ -28,12 +30,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from oracles.protocol import TargetProtocolError, load_target
-from oracles.results import CheckResult
+from oracles.results import VERDICTS, CheckResult
 from oracles.suite import SuiteConfig, run_suite
+from pgtheory.errors import InvalidArgumentError
 
 __all__ = ["AUDIT_ALPHA", "DEFAULT_TARGET", "WHERE_TO_LOOK", "AuditReport", "audit_config",
-           "format_report", "resolve_target", "run_audit", "write_json"]
+           "check_writable", "format_report", "resolve_target", "run_audit", "validate_seed",
+           "write_json"]
 
 DEFAULT_TARGET = "sb3:PPO"
 
@@ -84,6 +90,10 @@ def resolve_target(spec: str | None) -> Any:
         from oracles import example_target
 
         return getattr(example_target, spec.split("-")[1])()
+    if spec.startswith("campaign:"):
+        from oracles.campaign import campaign_target
+
+        return campaign_target(spec)
     if spec in ("ppo", "a2c", "trpo", "reinforce", "npg"):
         from implementations.targets import target
 
@@ -127,7 +137,9 @@ class AuditReport:
         What the configuration leaves untested (e.g. ``ent_coef = 0``).
     seconds : float
     exit_code : int
-        0 all passed (skips allowed), 1 a check failed, 2 the target could not be loaded.
+        0 no check failed and none errored (inconclusive and skipped checks allowed), 1 a check
+        failed (evidence of a defect), 2 the target could not be loaded or its code raised
+        (``error`` rows) and no check failed.
     error : str or None
         Why the target could not be loaded (exit 2).
     """
@@ -148,14 +160,31 @@ class AuditReport:
         if self.error:
             return [f"The target could not be audited: {self.error}"]
         failed = [r for r in self.results if r.verdict == "fail"]
-        counts = {v: sum(r.verdict == v for r in self.results) for v in ("pass", "fail", "skip")}
-        head = (f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped "
+        errored = [r for r in self.results if r.verdict == "error"]
+        unsure = [r for r in self.results if r.verdict == "inconclusive"]
+        counts = {v: sum(r.verdict == v for r in self.results) for v in VERDICTS}
+        head = (f"{counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} "
+                f"inconclusive, {counts['error']} errors, {counts['skip']} not applicable "
                 f"in {self.seconds:.1f} s.")
+        lines = [head]
+        if errored:
+            lines.append(f"The target crashed: its own code raised during {len(errored)} "
+                         f"check(s), which therefore say nothing about its correctness:")
+            seen = set()
+            for r in errored:
+                if r.explanation not in seen:
+                    seen.add(r.explanation)
+                    lines.append(f"  - {r.name}: {r.explanation}")
+        if unsure:
+            lines.append("Inconclusive (the check's premise did not hold; not a defect):")
+            lines += [f"  - {r.name}: {r.explanation}" for r in unsure]
         if not failed:
-            return [head, "No check found a defect: the implementation computes what the "
-                          "theory says on the oracle environments, within the stated "
-                          "tolerances and false-positive rates."]
-        lines = [head, "What is wrong:"]
+            if not errored:
+                lines.append("No check found a defect: the implementation computes what the "
+                             "theory says on the oracle environments, within the stated "
+                             "tolerances and false-positive rates.")
+            return lines
+        lines.append("What is wrong:")
         for r in failed:
             lines.append(f"  - {r.name}: {r.explanation}")
             where = WHERE_TO_LOOK.get(r.name.split("@")[0], "see the check")
@@ -178,7 +207,8 @@ class AuditReport:
 
 
 def run_audit(spec: str | None = None, *, seed: int = 0, quick: bool = False,
-              progress: Callable[[str], None] | None = None) -> AuditReport:
+              progress: Callable[[str], None] | None = None,
+              target: Any = None) -> AuditReport:
     """Audit one target; never raises for a faulty or unloadable target (exit code 2).
 
     Parameters
@@ -191,16 +221,25 @@ def run_audit(spec: str | None = None, *, seed: int = 0, quick: bool = False,
         Fewer in-expectation trials, no training checks (see :func:`audit_config`).
     progress : callable, optional
         Called with each stage's name.
+    target : object, optional
+        The target ``spec`` already resolved (:func:`resolve_target`), to avoid loading it
+        twice.
 
     Returns
     -------
     AuditReport
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``seed`` is not an integer in ``[0, 2**32 - 1]`` (checked before anything runs).
     """
+    seed = validate_seed(seed)
     report = AuditReport(target=spec or DEFAULT_TARGET, default_used=spec is None, seed=seed,
                          quick=quick)
     t0 = time.perf_counter()
     try:
-        target = resolve_target(spec)
+        target = resolve_target(spec) if target is None else load_target(target)
         report.description = (f"{target.algorithm.upper()} target {target.name!r}"
                               + (f" ({target.model_description})"
                                  if hasattr(target, "model_description") else ""))
@@ -210,8 +249,26 @@ def run_audit(spec: str | None = None, *, seed: int = 0, quick: bool = False,
         report.error, report.exit_code = str(exc), 2
     report.seconds = time.perf_counter() - t0
     if report.error is None:
-        report.exit_code = 1 if any(r.verdict == "fail" for r in report.results) else 0
+        verdicts = {r.verdict for r in report.results}
+        report.exit_code = 1 if "fail" in verdicts else 2 if "error" in verdicts else 0
     return report
+
+
+def validate_seed(seed: object) -> int:
+    """``seed`` as an int in ``[0, 2**32 - 1]`` (what numpy, torch and gymnasium accept).
+
+    Raises
+    ------
+    InvalidArgumentError
+        Not an integer, or out of range.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise InvalidArgumentError(f"seed: expected an integer in [0, 2**32 - 1], received "
+                                   f"{seed!r}")
+    if not 0 <= int(seed) <= 2**32 - 1:
+        raise InvalidArgumentError(f"seed: expected an integer in [0, 2**32 - 1], received "
+                                   f"{seed}")
+    return int(seed)
 
 
 def _cell(x: Any, width: int) -> str:
@@ -232,20 +289,21 @@ def format_report(report: AuditReport, *, verbose: bool = False) -> str:
     if report.error:
         return "\n".join([*out, "", *report.summary()])
     out.append("")
-    head = f"{'check':<37} {'verdict':<7} {'expected':<28} {'observed':<28} {'tol / p':>9}"
+    head = f"{'check':<37} {'verdict':<12} {'expected':<26} {'observed':<26} {'tol / p':>9}"
     out += [head, "-" * len(head)]
     hidden = [r for r in report.results if r.layer == "components" and r.verdict == "skip"]
     if hidden:
-        out.append(f"{'components.*':<37} {'SKIP':<7} {len(hidden)} component checks: the "
+        out.append(f"{'components.*':<37} {'N/A':<12} {len(hidden)} component checks: the "
                    f"target exposes no pure functions for them")
     for r in report.results:
         if r in hidden:
             continue
         tol = (f"p={r.p_value:.2g}" if r.p_value is not None
                else f"{r.tolerance:.0e}" if r.tolerance is not None else "")
-        out.append(f"{r.name:<37} {r.verdict.upper():<7} {_cell(r.expected, 28):<28} "
-                   f"{_cell(r.observed, 28):<28} {tol:>9}")
-        if verbose and r.verdict != "fail":
+        verdict = "N/A" if r.verdict == "skip" else r.verdict.upper()
+        out.append(f"{r.name:<37} {verdict:<12} {_cell(r.expected, 26):<26} "
+                   f"{_cell(r.observed, 26):<26} {tol:>9}")
+        if verbose and r.verdict in ("pass", "skip"):
             out.append(f"    {r.explanation}")
     if report.notes:
         out += ["", "Not exercised by this configuration:"] + [f"  - {n}" for n in report.notes]
@@ -253,7 +311,35 @@ def format_report(report: AuditReport, *, verbose: bool = False) -> str:
     return "\n".join(out)
 
 
+def check_writable(path: str) -> str:
+    """``path`` if a file can be written there (checked before an audit runs, nothing written).
+
+    Raises
+    ------
+    InvalidArgumentError
+        The folder does not exist or is not writable, or ``path`` is a folder.
+    """
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InvalidArgumentError(f"--json: expected a file path, received the folder {path!r}")
+    if not os.path.isdir(folder):
+        raise InvalidArgumentError(f"--json: expected a path in an existing folder, received "
+                                   f"{path!r} (no folder {folder!r})")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InvalidArgumentError(f"--json: expected a writable path, received {path!r} "
+                                   f"(permission denied)")
+    return path
+
+
 def write_json(report: AuditReport, path: str) -> None:
-    """Write :meth:`AuditReport.to_json` to ``path`` (UTF-8, indented)."""
+    """Write :meth:`AuditReport.to_json` to ``path`` (UTF-8, indented).
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (:func:`check_writable` tells beforehand).
+    """
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(report.to_json(), fh, indent=2)

@@ -11,7 +11,12 @@ Target
     num_steps) -> Agent`` where ``env_fn()`` returns a fresh gymnasium env (the oracle env, with
     its time limit); optionally ``components: dict[str, callable]`` with keys of
     :data:`COMPONENT_KEYS` (signatures documented on the ``oracles.components.check_*``
-    functions).
+    functions); optionally ``action_kinds: tuple[str, ...]`` among :data:`ACTION_KINDS`
+    (default ``("discrete",)``: the tabular layers; ``"continuous"`` adds the Gaussian-policy
+    checks on the LQR environment; a target declaring only ``("continuous",)`` gets only
+    those, and the report marks the tabular checks not applicable); optionally
+    ``model_description: str`` (printed under the report's title) and ``notes: list[str]``
+    (what the configuration leaves untested, printed with the report).
 
 Agent
     ``distribution(obs: Tensor[B, *obs_shape]) -> torch.distributions.Distribution`` whose
@@ -48,6 +53,7 @@ import numpy as np
 from pgtheory.errors import InvalidArgumentError
 
 __all__ = [
+    "ACTION_KINDS",
     "ALGORITHMS",
     "COMPONENT_KEYS",
     "HYPERPARAMETERS",
@@ -56,6 +62,8 @@ __all__ = [
     "StepRecorder",
     "TargetProtocolError",
     "Update",
+    "action_kinds",
+    "import_user_module",
     "load_target",
     "parameters_set",
     "restore",
@@ -90,6 +98,15 @@ COMPONENT_KEYS = ("gae", "discounted_returns", "lambda_returns", "clipped_surrog
                   "clipped_value_loss", "categorical_entropy", "categorical_kl", "kl_k1",
                   "kl_k2", "kl_k3", "gaussian_log_prob", "gaussian_entropy", "gaussian_kl",
                   "conjugate_gradient", "backtracking_line_search")
+
+
+#: Action-space kinds a target may declare in ``action_kinds`` (default ``("discrete",)``).
+ACTION_KINDS = ("discrete", "continuous")
+
+
+def action_kinds(target: Any) -> tuple[str, ...]:
+    """The action kinds ``target`` declares (``("discrete",)`` when it declares none)."""
+    return tuple(getattr(target, "action_kinds", ("discrete",)))
 
 
 class TargetProtocolError(InvalidArgumentError):
@@ -164,6 +181,9 @@ class Update:
     gradients: dict
     parameters_after: dict
     tag: str = ""
+    #: Position in its iteration's ``updates`` as recorded (set by the suite when it checks a
+    #: sample of the steps; None: the position in the list).
+    index: int | None = None
 
 
 @dataclasses.dataclass
@@ -316,6 +336,11 @@ def validate_target(target: Any) -> Any:
         raise TargetProtocolError("target.hyperparameters: a PPO target must give 'clip_range'")
     if target.algorithm == "trpo" and "max_kl" not in hp:
         raise TargetProtocolError("target.hyperparameters: a TRPO target must give 'max_kl'")
+    kinds = getattr(target, "action_kinds", ("discrete",))
+    if (not isinstance(kinds, tuple | list | set | frozenset) or not kinds
+            or not set(kinds) <= set(ACTION_KINDS)):
+        raise TargetProtocolError(f"target.action_kinds: expected a non-empty tuple of "
+                                  f"{ACTION_KINDS}, received {kinds!r}")
     comps = getattr(target, "components", {}) or {}
     bad = sorted(set(comps) - set(COMPONENT_KEYS))
     if bad:
@@ -339,6 +364,37 @@ def validate_agent(agent: Any) -> Any:
     return agent
 
 
+def import_user_module(spec: str, module_name: str):
+    """Import the user's ``module_name`` for target ``spec``; the current directory is searched
+    too (a console script's ``sys.path`` does not contain it).
+
+    Raises
+    ------
+    TargetProtocolError
+        The module cannot be imported, or raised while being imported (the message says which).
+    """
+    import importlib
+    import os
+    import sys
+
+    try:
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            top = module_name.split(".")[0]
+            if exc.name != top or os.getcwd() in sys.path or "" in sys.path:
+                raise
+            sys.path.insert(0, os.getcwd())
+            return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TargetProtocolError(f"target spec {spec!r}: cannot import {module_name!r} "
+                                  f"({exc}; searched the current directory and sys.path)"
+                                  ) from exc
+    except Exception as exc:
+        raise TargetProtocolError(f"target spec {spec!r}: importing {module_name!r} raised "
+                                  f"{exc!r}") from exc
+
+
 def load_target(spec: str | Any) -> Any:
     """Resolve ``"MODULE:ATTR"`` (an object, or a zero-argument factory) to a validated target.
 
@@ -349,22 +405,20 @@ def load_target(spec: str | Any) -> Any:
     """
     if not isinstance(spec, str):
         return validate_target(spec)
-    import importlib
-
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise TargetProtocolError(f"target spec: expected 'MODULE:ATTR', received {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TargetProtocolError(f"target spec {spec!r}: cannot import {module_name!r} "
-                                  f"({exc})") from exc
+    module = import_user_module(spec, module_name)
     if not hasattr(module, attr):
         raise TargetProtocolError(f"target spec {spec!r}: module {module_name!r} has no "
                                   f"attribute {attr!r}")
     obj = getattr(module, attr)
     if isinstance(obj, Callable) and not hasattr(obj, "make_agent"):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise TargetProtocolError(f"target spec {spec!r}: the factory {attr}() raised "
+                                      f"{exc!r}") from exc
     return validate_target(obj)
 
 

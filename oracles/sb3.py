@@ -45,6 +45,7 @@ from oracles.protocol import (
     Rollout,
     StepRecorder,
     TargetProtocolError,
+    import_user_module,
     snapshot,
     untested_notes,
 )
@@ -359,11 +360,7 @@ def load_sb3_target(spec: str) -> SB3Target:
                                       f"{sorted(BUILTIN_DEFAULTS)}")
         return SB3Target(builtin_factory(name), name=spec)
     module_name, _, attr = rest.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TargetProtocolError(f"target spec {spec!r}: cannot import {module_name!r} "
-                                  f"({exc})") from exc
+    module = import_user_module(spec, module_name)
     if not callable(getattr(module, attr, None)):
         raise TargetProtocolError(f"target spec {spec!r}: module {module_name!r} has no "
                                   f"callable {attr!r}")

@@ -85,14 +85,23 @@ def _check(args: argparse.Namespace) -> int:
         for q in proofs.list_quantities():
             print(f"{q.name:<28} {q.description}\n{'':<28} symbols: "
                   f"{', '.join(q.symbols)}; reference: {q.reference}")
+        if not args.list:
+            print("pgtheory check: error: expected QUANTITY EXPRESSION, received no QUANTITY",
+                  file=sys.stderr)
         return 0 if args.list else 2
     if args.expression is None:
-        print("pgtheory check: error: expected QUANTITY EXPRESSION", file=sys.stderr)
+        print("pgtheory check: error: expected QUANTITY EXPRESSION, received no EXPRESSION",
+              file=sys.stderr)
+        return 2
+    timeout = proofs.formulas.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    if not np.isfinite(timeout) or timeout < 0:
+        print(f"pgtheory check: error: --timeout: expected seconds >= 0 (0: no limit), "
+              f"received {args.timeout}", file=sys.stderr)
         return 2
     try:
-        res = proofs.check_formula(args.quantity, args.expression)
-    except proofs.FormulaError as exc:
-        print(f"pgtheory check: error: {exc}", file=sys.stderr)
+        res = proofs.check_formula(args.quantity, args.expression, timeout=timeout or None)
+    except proofs.FormulaError as exc:  # bad input, or a size or time limit exceeded
+        print(f"pgtheory check: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(res.message)
     return 0 if res.correct else 1
@@ -110,23 +119,50 @@ def _audit(args: argparse.Namespace) -> int:
             return 2
         return power.run(args)
 
-    from oracles.audit import format_report, run_audit, write_json
+    # user input first, before anything heavy runs (exit 2 with one line each)
+    from oracles.audit import check_writable, validate_seed
 
-    stages = ["loading the target", "components", "recording iterations", "given the batch",
-              "update level: KL", "in expectation", "update level: training"]
-    bar = tqdm(total=len(stages) - (1 if args.quick else 0), desc=stages[0], unit="stage",
-               file=sys.stderr, disable=args.no_progress, leave=False,
+    validate_seed(args.seed)
+    if args.json:
+        check_writable(args.json)
+    if args.threads < 1:
+        raise ValueError(f"--threads: expected a positive integer, received {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from oracles.audit import audit_config, format_report, resolve_target, run_audit, write_json
+    from oracles.protocol import TargetProtocolError
+    from oracles.suite import stages
+
+    try:
+        target = resolve_target(args.target)
+        names = stages(target, audit_config(args.seed, args.quick))
+    except TargetProtocolError as exc:
+        print(f"pgtheory audit: error: {exc}", file=sys.stderr)
+        return 2
+    bar = tqdm(total=len(names), desc="starting", unit="stage", file=sys.stderr,
+               disable=args.no_progress, leave=False,
                bar_format="{desc:<28} {n_fmt}/{total_fmt} stages [{elapsed}]")
 
+    started: list[str] = []
+
     def progress(stage: str) -> None:
-        bar.update(1)
+        if started:  # a stage is counted when the next one starts
+            bar.update(1)
+        started.append(stage)
         bar.set_description_str(stage)
 
-    report = run_audit(args.target, seed=args.seed, quick=args.quick, progress=progress)
+    report = run_audit(args.target, seed=args.seed, quick=args.quick, progress=progress,
+                       target=target)
     bar.close()
     print(format_report(report, verbose=args.verbose))
     if args.json:
-        write_json(report, args.json)
+        try:
+            write_json(report, args.json)
+        except OSError as exc:
+            print(f"pgtheory audit: error: could not write --json {args.json}: {exc}",
+                  file=sys.stderr)
+            return 2
     return report.exit_code
 
 
@@ -188,11 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("quantity", nargs="?", help="quantity name (see --list)")
     check.add_argument("expression", nargs="?", help="your formula, sympy syntax")
     check.add_argument("--list", action="store_true", help="list the quantities and exit")
+    check.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="time limit on parsing, simplifying and evaluating (default 20; "
+                            "0: no limit); exceeding it, or a size limit, exits 2")
     check.set_defaults(func=_check)
     audit = sub.add_parser(
         "audit", help="run every applicable oracle check against an implementation (e.g. "
-                      "sb3:PPO) and print a report; exit 0 passed, 1 a check failed, 2 the "
-                      "target could not be loaded",
+                      "sb3:PPO) and print a report; exit 0 no defect found, 1 a check failed "
+                      "(a defect), 2 bad arguments, or the target could not be loaded or "
+                      "crashed",
         description="TARGET: sb3:PPO | sb3:A2C | sb3-contrib:TRPO | sb3:MODULE:FACTORY "
                     "(FACTORY(env) returns a configured SB3 model) | example-ppo | example-a2c "
                     "| example-trpo | MODULE:ATTR (an oracles.protocol target). Without TARGET "
@@ -204,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--quick", action="store_true", help="fewer trials and no training "
                                                             "checks (about 4x faster)")
     audit.add_argument("--verbose", action="store_true", help="explain every check")
+    audit.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads (default 1: fastest for the audit's small "
+                            "networks)")
     audit.add_argument("--no-progress", action="store_true", help="no progress display")
     audit.add_argument("--power", action="store_true",
                        help="measure the oracles' power instead: audit every mutant of "

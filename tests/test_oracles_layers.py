@@ -233,18 +233,23 @@ def _probe_env():
     return gym.wrappers.TimeLimit(TabularEnv(probe_mdp(5)), 6)
 
 
-def test_nan_and_exceptions_are_failed_checks_not_crashes():
+def test_nan_fails_and_exceptions_are_error_rows_not_crashes():
     class NaNAdvantages(ExampleAgent):
         def advantages(self, *args):
             out = super().advantages(*args)
             out[0, 0] = np.nan
             return out
 
-    # the NaN advantage poisons the parameters inside the first update: every check fails
+    # the NaN advantage poisons the parameters inside the first update: the stored NaN is a
+    # failed check, and every later check either fails on a NaN or errors (the target's
+    # own code raised on its NaN parameters): none passes
     res = results(ExampleTarget(ppo().config, agent_class=NaNAdvantages))
+    assert res["given_the_batch.advantages"].verdict == "fail"
+    assert "nan" in res["given_the_batch.advantages"].explanation.lower()
     bad = [str(r) for n, r in res.items() if r.verdict != "skip"
            and not n.startswith("components.")
-           and not (r.verdict == "fail" and "nan" in r.explanation.lower())]
+           and not (r.verdict == "fail" and "nan" in r.explanation.lower())
+           and r.verdict != "error"]
     assert not bad, bad
     # a recorded rollout with NaN advantages is reported by the given-the-batch check
     target = ppo()
@@ -259,8 +264,9 @@ def test_nan_and_exceptions_are_failed_checks_not_crashes():
             raise RuntimeError("boom")
 
     res = results(ExampleTarget(ppo().config, agent_class=Crashes))
-    assert all(r.verdict == "fail" and "boom" in r.explanation for n, r in res.items()
-               if not n.startswith("components.") and r.verdict != "skip")
+    rows = [r for n, r in res.items() if not n.startswith("components.") and r.verdict != "skip"]
+    assert rows and all(r.verdict == "error" and "boom" in r.explanation
+                        and "raised at test_oracles_layers.py" in r.explanation for r in rows)
 
 
 def test_parameter_roles_and_restore():

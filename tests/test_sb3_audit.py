@@ -77,7 +77,7 @@ def test_cli_exit_codes_and_json(tmp_path) -> None:
     out = tmp_path / "report.json"
     bad = subprocess.run([sys.executable, "-m", "pgtheory.cli", "audit", "sb3:NOPE", "--quick",
                           "--no-progress"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "expected a library class" in bad.stdout
+    assert bad.returncode == 2 and "expected a library class" in bad.stderr and not bad.stdout
     run = subprocess.run([sys.executable, "-m", "pgtheory.cli", "audit",
                           "sb3:oracles.sb3_bugs:gae_last_value_zero", "--quick", "--no-progress",
                           "--json", str(out)], capture_output=True, text=True)
