@@ -1,21 +1,35 @@
 """The oracles' power, measured: kill matrix, false-alarm rate and audit time, as a scorecard.
 
-``pgtheory audit --power`` (this module's :func:`main`) does three things, resumably:
+``pgtheory audit --power`` (this module's :func:`main`) does three things, resumably (four
+with ``--campaign N``):
 
 1. audits every mutant of :mod:`oracles.mutants` (full audits, seed 0) and appends one record
    per mutant to ``RECORDS/mutants.jsonl``;
 2. audits the unmodified targets (the project's four implementations and the
    Stable-Baselines3 / sb3-contrib controls) over seeds ``1..N`` (seed 0 is what CI and the
    README use) and appends one record per (target, seed) to ``RECORDS/audits.jsonl``;
-3. writes the Markdown scorecard from all records: kill rate per layer and per bug class,
-   false alarms per target with a Clopper-Pearson 95% interval against the stated rates, and
-   audit times.
+3. with ``--campaign N``, audits random correct configurations ``1..N`` of each family of
+   :mod:`oracles.campaign` (configuration ``i`` at seed ``i``, so the oracle MDP and the
+   agents' seeds vary too; reproduce one with ``pgtheory audit campaign:FAMILY:i --seed i``)
+   and appends one record per configuration to ``RECORDS/campaign.jsonl``, with its family,
+   index and configuration;
+4. writes the Markdown scorecard from all records: kill rate per layer and per bug class,
+   false alarms per target with a Clopper-Pearson 95% interval against the stated rates,
+   inconclusive and error verdicts with their reasons, audit times, and the campaign's
+   section (per family: configurations audited, fails with check names and configuration
+   indices, inconclusive verdicts tabulated by check and reason, errors, median and maximum
+   audit time against the 120 s goal).
 
 Every job is a fresh ``python`` process (the audit time a user sees, imports included) with
 one torch thread, ``--jobs`` of them at a time. A record is written as soon as its job ends, so
 an interrupted run resumes where it stopped; records already present are not recomputed
 (``--fresh`` starts over). Records carry the commit they were obtained at; the scorecard names
 the commits it summarizes.
+
+Audit records keep the names of the failed, inconclusive and error checks and those checks'
+explanations (:func:`audit_record`); only a fail counts as a false alarm (the verdicts are
+defined in :mod:`oracles.results`). A rerun of a campaign configuration supersedes its earlier
+record in the scorecard.
 
 A record's ``scope`` says which checks ran: ``"audit"`` (the full audit) or
 ``"policy_head"`` (only :data:`oracles.suite.POLICY_HEAD_CHECKS`, for audits recorded before
@@ -40,7 +54,8 @@ import tempfile
 import threading
 import time
 
-__all__ = ["CONTROLS", "OURS", "clopper_pearson", "main", "scorecard"]
+__all__ = ["CAMPAIGN_MAX_SECONDS", "CONTROLS", "OURS", "audit_record", "campaign_jobs",
+           "clopper_pearson", "main", "reason", "scorecard"]
 
 #: The project's implementations and the third-party controls audited for false alarms.
 OURS = ("ppo", "trpo", "a2c", "reinforce")
@@ -135,29 +150,46 @@ class Records:
         path = self.root / "plans.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def audits(self) -> list[dict]:
-        """Audit records with ``checks`` (the names that ran, pass or fail) restored."""
+    def audits(self, kind: str = "audits") -> list[dict]:
+        """Audit records of ``kind`` (``"audits"`` or ``"campaign"``) with ``checks`` (the
+        names that ran, whatever their verdict) restored."""
         plans = self.plans()
         out = []
-        for r in self.load("audits"):
+        for r in self.load(kind):
             if "checks_id" in r:
                 if r["checks_id"] not in plans:
-                    raise PowerError(f"{self.root}/audits.jsonl: expected checks_id in "
+                    raise PowerError(f"{self.root}/{kind}.jsonl: expected checks_id in "
                                      f"plans.json, received {r['checks_id']!r}")
                 r = {**r, "checks": plans[r["checks_id"]]}
             out.append(r)
         return out
 
 
+#: Longest explanation kept in a record (characters).
+EXPLANATION_CHARS = 300
+
+
 def audit_record(report: dict, *, scope: str, wall_s: float | None, commit: str) -> dict:
-    """A compact record of one audit's JSON report (``pgtheory audit --json``)."""
+    """A compact record of one audit's JSON report (``pgtheory audit --json``).
+
+    Keeps every check's name (``checks``, skipped ones too: what was planned), the names of
+    the ``failed``, ``inconclusive`` and ``errors`` (verdict ``error``) checks, and for each of
+    those its explanation (``explanations``, at most :data:`EXPLANATION_CHARS` characters).
+    """
     res = report.get("results", [])
+
+    def names(verdict: str) -> list[str]:
+        return sorted(r["name"] for r in res if r["verdict"] == verdict)
+
     return {"target": report["target"], "seed": report["seed"], "scope": scope,
             "exit_code": report["exit_code"], "error": report.get("error"),
             "seconds": round(float(report.get("seconds", 0.0)), 2),
             "wall_s": None if wall_s is None else round(wall_s, 2),
-            "checks": sorted(r["name"] for r in res),  # skipped ones too: what was planned
-            "failed": sorted(r["name"] for r in res if r["verdict"] == "fail"),
+            "checks": sorted(r["name"] for r in res),
+            "failed": names("fail"), "inconclusive": names("inconclusive"),
+            "errors": names("error"),
+            "explanations": {r["name"]: str(r.get("explanation", ""))[:EXPLANATION_CHARS]
+                             for r in res if r["verdict"] in ("fail", "inconclusive", "error")},
             "commit": commit, "date": datetime.date.today().isoformat()}
 
 
@@ -183,7 +215,8 @@ def _run_audit(target: str, seed: int, scope: str, commit: str) -> dict:
         if not os.path.exists(path):
             return {"target": target, "seed": seed, "scope": scope, "exit_code": proc.returncode,
                     "error": (proc.stderr or proc.stdout)[-500:], "seconds": None,
-                    "wall_s": round(wall, 2), "checks": [], "failed": [], "commit": commit,
+                    "wall_s": round(wall, 2), "checks": [], "failed": [], "inconclusive": [],
+                    "errors": [], "explanations": {}, "commit": commit,
                     "date": datetime.date.today().isoformat()}
         with open(path) as fh:
             report = json.load(fh)
@@ -218,18 +251,52 @@ def _policy_head_report(target: str, seed: int) -> dict:
                         for r in out.values()]}
 
 
+def campaign_jobs(n: int, families: list[str] | None = None) -> list[tuple[str, int]]:
+    """The campaign's audits: ``(campaign:FAMILY:i, seed i)`` for ``i = 1..n`` per family.
+
+    Configuration ``i`` is audited at seed ``i`` (not 0), so the campaign also varies the
+    oracle MDP and the agents' seeds; a record is reproduced by
+    ``pgtheory audit campaign:FAMILY:i --seed i``.
+
+    Raises
+    ------
+    PowerError
+        ``n < 0`` or an unknown family.
+    """
+    from oracles.campaign import FAMILIES
+
+    families = list(FAMILIES if families is None else families)
+    bad = [f for f in families if f not in FAMILIES]
+    if n < 0 or bad:
+        raise PowerError(f"expected --campaign >= 0 and families among {list(FAMILIES)}, "
+                         f"received {n} and {bad or families}")
+    return [(f"campaign:{f}:{i}", i) for i in range(1, n + 1) for f in families]
+
+
+def _campaign_record(rec: dict) -> dict:
+    """An audit record of a campaign target, with its family, index and configuration."""
+    from oracles.campaign import draw_configuration, parse_spec
+
+    family, index = parse_spec(rec["target"])
+    return {**rec, "family": family, "index": index,
+            "configuration": draw_configuration(family, index)}
+
+
 def run_jobs(records: Records, *, mutants: list[str], targets: list[str], seeds: list[int],
              scope: str = "audit", jobs: int = 2, progress: bool = True,
-             timing: int = 0) -> int:
+             timing: int = 0, campaign: list[tuple[str, int]] = ()) -> int:
     """Run every job without a record yet; returns the number run. ``timing`` audits per
-    target are run last, one at a time, for the audit-time figures."""
+    target are run last, one at a time, for the audit-time figures. ``campaign``: ``(spec,
+    seed)`` audits (:func:`campaign_jobs`) recorded in ``campaign.jsonl``, each as it ends."""
     from tqdm import tqdm
 
     commit = _commit()
     have_m = {r["mutant"] for r in records.load("mutants")}
     have_a = {(r["target"], r["seed"], r["scope"]) for r in records.load("audits")}
+    have_c = {(r["target"], r["seed"]) for r in records.load("campaign")}
     todo: list[tuple] = [("mutant", m) for m in mutants if m not in have_m]
     todo += [("audit", t, s) for s in seeds for t in targets if (t, s, scope) not in have_a]
+    todo += [("campaign", t, s) for t, s in campaign if (t, s) not in have_c]
     if timing:  # one audit at a time, after everything else: the machine otherwise idle
         have_t = {(r["target"], r["seed"]) for r in records.load("timings")}
         todo += [("timing", t, s) for s in range(1, timing + 1) for t in targets
@@ -251,14 +318,18 @@ def run_jobs(records: Records, *, mutants: list[str], targets: list[str], seeds:
             if job[0] == "mutant":
                 futures[pool.submit(_run_mutant, job[1], commit)] = job
             else:
-                futures[pool.submit(_run_audit, job[1], job[2], scope, commit)] = job
+                futures[pool.submit(_run_audit, job[1], job[2],
+                                    "audit" if job[0] == "campaign" else scope, commit)] = job
         try:
             for fut in cf.as_completed(futures):
                 job = futures[fut]
                 rec = fut.result()
-                records.append("mutants" if job[0] == "mutant" else "audits", rec)
-                bad = rec.get("failed") if job[0] == "audit" else None
-                bar.set_postfix_str(f"{job[1]}" + (f" seed {job[2]}" if job[0] == "audit"
+                if job[0] == "campaign":
+                    rec = _campaign_record(rec)
+                records.append({"mutant": "mutants", "audit": "audits"}.get(job[0], job[0]),
+                               rec)
+                bad = rec.get("failed") if job[0] != "mutant" else None
+                bar.set_postfix_str(f"{job[1]}" + (f" seed {job[2]}" if job[0] != "mutant"
                                                    else "") + (" FAILED" if bad else ""))
                 bar.update()
         except KeyboardInterrupt:
@@ -345,6 +416,9 @@ def scorecard(records: Records, *, targets: list[str]) -> str:
               ""]
     if med:
         lines[-2] += " yes |" if max(med.values()) <= 60 else " no |"
+    crecs = _latest(records.audits("campaign"))
+    if crecs:
+        lines[-1:-1] = _campaign_goals(crecs)
     lines += _kill_sections(MUTANTS, mrecs, killable, done, killed)
     lines += ["## False alarms (unmodified implementations and controls)", "",
               "Full audits (`pgtheory audit TARGET --seed S`, seeds 1..N; seed 0 is CI's). A "
@@ -365,6 +439,7 @@ def scorecard(records: Records, *, targets: list[str]) -> str:
     lines += ["", "Failures by check: " + ("none." if not per_check else "")]
     for (t, n), seeds in sorted(per_check.items()):
         lines.append(f"* `{t}` `{n}`: seeds {', '.join(map(str, sorted(seeds)))}")
+    lines += _verdict_section(arecs, targets)
     commits = sorted({r["commit"] for r in arecs} | {r["commit"] for r in mrecs.values()})
     if idle:
         lines += ["", "## Audit time", "",
@@ -391,8 +466,178 @@ def scorecard(records: Records, *, targets: list[str]) -> str:
         lines.append(f"| `{t}` | {len(v)} | {statistics.median(q):.1f} s | "
                      f"{q[min(len(q) - 1, int(0.9 * len(q)))]:.1f} s | {q[-1]:.1f} s | "
                      f"{extra} |")
+    if crecs:
+        lines += _campaign_section(crecs)
+        commits = sorted(set(commits) | {r["commit"] for r in crecs})
     lines += ["", f"Records obtained at commit(s): {', '.join(commits) or '-'}.", ""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------- inconclusive / error verdicts, campaign
+#: The campaign's audit-time goal (wall seconds of one full audit, imports included).
+CAMPAIGN_MAX_SECONDS = 120.0
+
+
+def reason(explanation: str) -> str:
+    """The first clause of a check's explanation with numbers masked as ``#``: how the
+    scorecard groups inconclusive and error verdicts.
+
+    The ``LQR (...):`` prefix of the continuous-action checks and a leading
+    ``inconclusive:`` are dropped; the clause ends at the first ``;``, ``:``, ``, ``, ``. ``
+    or ``(`` (so ``raised ValueError('x')`` reads ``raised ValueError``); at most 90
+    characters.
+    """
+    import re
+
+    s = re.sub(r"^LQR \([^)]*\):\s*", "", str(explanation).strip())
+    s = re.sub(r"^(inconclusive|error)\s*:\s*", "", s, flags=re.IGNORECASE)
+    s = re.split(r";|:\s|,\s|\.\s|\s?\(", s, maxsplit=1)[0].strip().rstrip(".")
+    s = re.sub(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", "#", s)
+    return (s[:87] + "...") if len(s) > 90 else (s or "(no explanation)")
+
+
+def _crashed(r: dict) -> bool:
+    """The audit did not finish: no report, the target could not be loaded, or a check
+    reported the target's own code raising (verdict ``error``)."""
+    return bool(r.get("error")) or bool(r.get("errors")) or r["exit_code"] not in (0, 1)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (``|`` escaped, e.g. in ``|V - V_pi|``)."""
+    return text.replace("|", "\\|")
+
+
+def _seeds_text(xs) -> str:
+    xs = sorted(set(xs))
+    return ", ".join(map(str, xs[:12])) + (f" and {len(xs) - 12} more" if len(xs) > 12 else "")
+
+
+def _verdict_section(arecs: list[dict], targets: list[str]) -> list[str]:
+    """Inconclusive and error verdicts of the default targets' audits, counted and grouped."""
+    lines = ["", "Inconclusive and error verdicts (neither is evidence of a defect, see "
+             "`oracles/results.py`; records from before these verdicts existed have none):", "",
+             "| target | seeds | with an inconclusive check | with an error or crash |",
+             "|---|---|---|---|"]
+    groups: dict[tuple, list[int]] = {}
+    for t in targets:
+        recs = [r for r in arecs if r["target"] == t]
+        inc = {r["seed"] for r in recs if r.get("inconclusive")}
+        err = {r["seed"] for r in recs if _crashed(r)}
+        lines.append(f"| `{t}` | {len({r['seed'] for r in recs})} | {len(inc)} | {len(err)} |")
+        for r in recs:
+            for kind in ("inconclusive", "errors"):
+                for n in r.get(kind, []):
+                    why = reason(r.get("explanations", {}).get(n, ""))
+                    groups.setdefault((t, kind, n, why), []).append(r["seed"])
+            if r.get("error"):
+                groups.setdefault((t, "errors", "(audit)", reason(r["error"])), []).append(
+                    r["seed"])
+    if groups:
+        lines += ["", "| target | verdict | check | reason (first clause) | audits | seeds |",
+                  "|---|---|---|---|---|---|"]
+        for (t, kind, n, why), seeds in sorted(groups.items()):
+            verdict = "inconclusive" if kind == "inconclusive" else "error"
+            lines.append(f"| `{t}` | {verdict} | `{n}` | {_cell(why)} | {len(seeds)} | "
+                         f"{_seeds_text(seeds)} |")
+    return lines
+
+
+def _latest(recs: list[dict]) -> list[dict]:
+    """One record per (target, seed): the last appended (a rerun supersedes)."""
+    out: dict[tuple, dict] = {}
+    for r in recs:
+        out[(r["target"], r["seed"])] = r
+    return list(out.values())
+
+
+def _family_index(r: dict) -> tuple[str, int]:
+    if "family" in r and "index" in r:
+        return r["family"], int(r["index"])
+    _, family, index = r["target"].split(":")
+    return family, int(index)
+
+
+def _campaign_goals(crecs: list[dict]) -> list[str]:
+    failing = [r for r in crecs if r["failed"]]
+    walls = [(r["wall_s"], r["target"]) for r in crecs if r.get("wall_s") is not None]
+    rows = [f"| no fail over random correct configurations (campaign) | {len(failing)} of "
+            f"{len(crecs)} audits with a fail | {'yes' if not failing else 'no'} |"]
+    if walls:
+        slowest = max(walls)
+        rows.append(f"| every campaign audit <= {CAMPAIGN_MAX_SECONDS:.0f} s | max "
+                    f"{slowest[0]:.1f} s (`{slowest[1]}`) | "
+                    f"{'yes' if slowest[0] <= CAMPAIGN_MAX_SECONDS else 'no'} |")
+    return rows
+
+
+def _campaign_section(crecs: list[dict]) -> list[str]:
+    """The campaign's scorecard section (see :mod:`oracles.campaign`)."""
+    from oracles.campaign import FAMILIES
+
+    by_family: dict[str, list[dict]] = {}
+    for r in crecs:
+        by_family.setdefault(_family_index(r)[0], []).append(r)
+    order = [f for f in FAMILIES if f in by_family] + sorted(set(by_family) - set(FAMILIES))
+    lines = ["", "## Random-configuration campaign", "",
+             "Full audits of random *correct* configurations (`oracles/campaign.py`: network "
+             "sizes and activations, learning rates, rollout and minibatch sizes, epochs, "
+             "gamma, lambda, advantage normalization, entropy and value coefficients, clip "
+             "ranges, value clipping, target KL, gradient clipping, TRPO's KL / CG / critic "
+             "settings, A2C's optimizer). Configuration `i` of a family is audited at seed `i`; "
+             "reproduce a row with `pgtheory audit campaign:FAMILY:i --seed i`. Only a fail is "
+             "evidence of a defect; on a correct configuration it is a false alarm. Wall-clock "
+             "seconds per audit process, imports included, two audits sharing the 2 cores.", "",
+             "| family | configurations audited | with a fail | with an inconclusive check | "
+             "with an error or crash | median wall | max wall |", "|---|---|---|---|---|---|---|"]
+    fails: dict[tuple, list[tuple[int, dict]]] = {}
+    incs: dict[tuple, list[int]] = {}
+    errs: list[str] = []
+    for f in order:
+        recs = sorted(by_family[f], key=lambda r: _family_index(r)[1])
+        walls = [r["wall_s"] for r in recs if r.get("wall_s") is not None]
+        med = f"{statistics.median(walls):.1f} s" if walls else "-"
+        top = f"{max(walls):.1f} s" if walls else "-"
+        lines.append(f"| `{f}` | {len(recs)} | {sum(bool(r['failed']) for r in recs)} | "
+                     f"{sum(bool(r.get('inconclusive')) for r in recs)} | "
+                     f"{sum(_crashed(r) for r in recs)} | {med} | {top} |")
+        for r in recs:
+            i = _family_index(r)[1]
+            for n in r["failed"]:
+                fails.setdefault((f, n), []).append((i, r))
+            for n in r.get("inconclusive", []):
+                why = reason(r.get("explanations", {}).get(n, ""))
+                incs.setdefault((f, n, why), []).append(i)
+            if _crashed(r):
+                what = (f"the audit did not finish ({reason(r['error'])})" if r.get("error")
+                        else ", ".join(f"`{n}`: {reason(r.get('explanations', {}).get(n, ''))}"
+                                       for n in r.get("errors", []))
+                        or f"exit code {r['exit_code']}")
+                errs.append(f"* `{r['target']}` (seed {r['seed']}): {what}")
+    lines += ["", "### Fails", ""]
+    if not fails:
+        lines.append("None.")
+    for (f, n), hits in sorted(fails.items()):
+        i, r = hits[0]
+        why = r.get("explanations", {}).get(n, "")
+        lines.append(f"* `{f}` `{n}`: configuration(s) {_seeds_text(i for i, _ in hits)}. "
+                     f"Configuration {i} (`pgtheory audit {r['target']} --seed {r['seed']}`): "
+                     f"{why or 'no explanation recorded'}")
+    lines += ["", "### Inconclusive verdicts by reason", ""]
+    if not incs:
+        lines.append("None.")
+    else:
+        lines += ["| family | check | reason (first clause) | count | configurations |",
+                  "|---|---|---|---|---|"]
+        for (f, n, why), idx in sorted(incs.items(), key=lambda kv: (kv[0][0], -len(kv[1]),
+                                                                     kv[0][1], kv[0][2])):
+            lines.append(f"| `{f}` | `{n}` | {_cell(why)} | {len(idx)} | {_seeds_text(idx)} |")
+    lines += ["", "### Errors", ""] + (errs or ["None."])
+    slow = sorted((r for r in crecs if (r.get("wall_s") or 0) > CAMPAIGN_MAX_SECONDS),
+                  key=lambda r: -r["wall_s"])
+    lines += ["", f"Audits over {CAMPAIGN_MAX_SECONDS:.0f} s: "
+              + (", ".join(f"`{r['target']}` ({r['wall_s']:.0f} s)" for r in slow) or "none")
+              + "."]
+    return lines
 
 
 def _kill_sections(mutants, mrecs, killable, done, killed) -> list[str]:
@@ -504,6 +749,14 @@ def build_parser(group=None) -> argparse.ArgumentParser:
     p.add_argument("--timing", type=int, default=3,
                    help="audits per target timed one at a time, last (default 3)")
     p.add_argument("--fresh", action="store_true", help="discard the records first")
+    p.add_argument("--campaign", type=int, default=0, metavar="N",
+                   help="also audit random correct configurations 1..N of each family "
+                        "(oracles/campaign.py), configuration i at seed i; records in "
+                        "RECORDS/campaign.jsonl (default 0: none). With --skip-mutants "
+                        "--seeds 0 --timing 0 only the campaign runs")
+    p.add_argument("--campaign-families", default="", metavar="LIST",
+                   help="comma-separated campaign families (default: all of sb3-ppo, "
+                        "sb3-a2c, sb3-trpo, ppo, a2c, trpo, reinforce)")
     if group is None:
         p.add_argument("--no-progress", action="store_true")
     return p
@@ -520,15 +773,18 @@ def run(args: argparse.Namespace) -> int:
                          f"targets={targets}, seeds={args.seeds}, jobs={args.jobs}")
     for t in targets:
         resolve_target(t)  # fails now, with the protocol error, not in a worker
+    families = [f.strip() for f in getattr(args, "campaign_families", "").split(",")
+                if f.strip()] or None
+    campaign = campaign_jobs(getattr(args, "campaign", 0), families)
     records = Records(pathlib.Path(args.records))
     if args.fresh:
-        for kind in ("mutants", "audits", "timings"):
+        for kind in ("mutants", "audits", "timings", "campaign"):
             (records.root / f"{kind}.jsonl").unlink(missing_ok=True)
     if not args.no_run:
         run_jobs(records, mutants=[] if args.skip_mutants else list(MUTANTS), targets=targets,
                  seeds=list(range(1, args.seeds + 1)), scope=args.scope, jobs=args.jobs,
                  progress=not args.no_progress,
-                 timing=args.timing if args.scope == "audit" else 0)
+                 timing=args.timing if args.scope == "audit" else 0, campaign=campaign)
     text = scorecard(records, targets=targets)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
