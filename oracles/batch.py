@@ -12,10 +12,14 @@ run on any environment (MuJoCo included). Deterministic: tolerances absorb float
 * :func:`check_policy_gradients` -- every recorded optimizer step's actor gradient against the
   gradient of the canonical policy loss (PPO clipped surrogate or ``-mean(A log pi)``, plus
   the entropy bonus) on that minibatch, equal up to a positive scalar (gradient-norm clipping,
-  sum vs mean); reports which canonical variant matched (advantage normalization on or off).
-* :func:`check_value_gradients` -- the critic's gradient against the squared-error loss.
+  sum vs mean), under every advantage normalization correct libraries use
+  (:data:`ADVANTAGE_NORMALIZATIONS`); reports which variant matched.
+* :func:`check_value_gradients` -- the critic's gradient against the value losses correct
+  libraries use (:data:`VALUE_LOSS_VARIANTS`: squared error; with value clipping,
+  Stable-Baselines3's clipped prediction or the PPO2/CleanRL max form); reports which matched.
 * :func:`check_trpo_steps` -- the actor step against ``(F + lambda I)^{-1} g`` with ``F`` the
-  batch Fisher (Hessian of the mean KL, built by autograd), its length against
+  batch Fisher (Hessian of the mean KL, built by autograd from the oracle's own closed-form
+  KL, :func:`closed_form_kl`, not from a KL the implementation registered), its length against
   ``beta c^j`` with ``beta = sqrt(2 delta / x^T (F + lambda I) x)``, the batch KL of the
   accepted step against delta, and the surrogate improvement.
 
@@ -38,9 +42,10 @@ from oracles.components import _cg_reference as _reference_cg  # also the CG che
 from oracles.protocol import Iteration, Update, parameters_set
 from oracles.results import CheckResult
 
-__all__ = ["batch_fisher", "canonical_actor_gradient", "check_batch_advantages",
-           "check_batch_returns", "check_policy_gradients", "check_trpo_steps",
-           "check_value_gradients", "parameter_roles", "parameters_set"]
+__all__ = ["ADVANTAGE_NORMALIZATIONS", "VALUE_LOSS_VARIANTS", "batch_fisher",
+           "canonical_actor_gradient", "check_batch_advantages", "check_batch_returns",
+           "check_policy_gradients", "check_trpo_steps", "check_value_gradients",
+           "closed_form_kl", "parameter_roles", "parameters_set"]
 
 LAYER = "given_the_batch"
 
@@ -92,7 +97,7 @@ def _recorded(it: Iteration, names: list[str]) -> Iterator[tuple[int, Update, np
     """``(j, update, flat applied gradient over names)`` for updates that moved ``names``."""
     for j, up in enumerate(it.updates):
         if any(n in up.gradients for n in names) and len(up.indices):
-            yield j, up, _flat(up.gradients, names)
+            yield (j if up.index is None else up.index), up, _flat(up.gradients, names)
 
 
 def _finite(x) -> bool:
@@ -280,11 +285,77 @@ def episode_steps(terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
     return e
 
 
+#: Advantage normalizations that correct libraries apply before the policy loss, each
+#: ``key: (domain, ddof, eps_form, eps, label)``. ``domain``: "minibatch" normalizes each
+#: optimizer step's minibatch, "batch" the whole rollout once before it is split (one
+#: minibatch, as in A2C and TRPO, makes the two the same); ``ddof`` 1 is torch's default
+#: (unbiased) std, 0 numpy's (biased); ``eps_form`` "outside" is ``(A - mean) / (std + eps)``,
+#: "inside" ``(A - mean) / sqrt(var + eps)``, "max" ``(A - mean) / max(std, eps)``. Sources:
+#: Stable-Baselines3 2.x ``ppo/ppo.py`` (``train``: per minibatch, ``advantages.std() + 1e-8``)
+#: and ``a2c/a2c.py`` (one batch); CleanRL ``ppo.py`` (``norm_adv``: per minibatch, torch std
+#: + 1e-8); OpenAI baselines ``ppo2/model.py`` (per minibatch, numpy std + 1e-8); Spinning Up
+#: ``ppo.py`` (``PPOBuffer.get``: whole buffer, biased std from ``mpi_statistics_scalar``, no
+#: eps, equal to the biased "+ 1e-8" form within the tolerance unless the std is below
+#: 1e-5); rl_games ``a2c_common.py`` and sb3-contrib ``trpo/trpo.py`` (whole batch, torch std +
+#: 1e-8); RLlib ``standardized`` (whole train batch, ``max(std, 1e-4)``, numpy std). A wrong
+#: epsilon or ddof changes the normalized advantages only by a positive factor, which is visible
+#: only next to an entropy bonus (it changes their relative weight) or for a tiny std.
+ADVANTAGE_NORMALIZATIONS: dict[str, tuple[str, int, str, float, str]] = {
+    "none": ("", 0, "", 0.0, "no advantage normalization"),
+    "ddof1": ("minibatch", 1, "outside", 1e-8,
+              "unbiased std + 1e-8: Stable-Baselines3 ppo.py, CleanRL ppo.py"),
+    "ddof0": ("minibatch", 0, "outside", 1e-8, "biased std + 1e-8: OpenAI baselines ppo2"),
+    "ddof1_inside": ("minibatch", 1, "inside", 1e-8, "sqrt(unbiased var + 1e-8)"),
+    "ddof0_inside": ("minibatch", 0, "inside", 1e-8, "sqrt(biased var + 1e-8)"),
+    "batch_ddof1": ("batch", 1, "outside", 1e-8,
+                    "unbiased std + 1e-8: rl_games, sb3-contrib TRPO, Stable-Baselines3 A2C"),
+    "batch_ddof0": ("batch", 0, "outside", 1e-8, "biased std (+ 1e-8): Spinning Up ppo.py"),
+    "batch_ddof0_max": ("batch", 0, "max", 1e-4, "max(biased std, 1e-4): RLlib standardized"),
+    "batch_ddof1_inside": ("batch", 1, "inside", 1e-8, "sqrt(unbiased var + 1e-8)"),
+    "batch_ddof0_inside": ("batch", 0, "inside", 1e-8, "sqrt(biased var + 1e-8)"),
+}
+_DOMAINS = {"": "no advantage normalization", "minibatch": "per-minibatch normalization",
+            "batch": "whole-batch normalization"}
+
+
 def _normalize(adv, how: str):
-    if how == "none" or adv.numel() < 2:
+    """``adv`` normalized by the std convention of ``ADVANTAGE_NORMALIZATIONS[how]`` (the caller
+    chooses the domain: a minibatch, or the whole batch before indexing)."""
+    torch = _torch()
+    _, ddof, form, eps, _ = ADVANTAGE_NORMALIZATIONS[how]
+    if not form or adv.numel() < 2:
         return adv
-    std = adv.std(unbiased=(how == "ddof1"))
-    return (adv - adv.mean()) / (std + 1e-8)
+    centred = adv - adv.mean()
+    if form == "inside":
+        return centred / torch.sqrt(adv.var(unbiased=bool(ddof)) + eps)
+    std = adv.std(unbiased=bool(ddof))
+    return centred / (torch.clamp(std, min=eps) if form == "max" else std + eps)
+
+
+def _normalized_minibatches(adv_all, idx) -> list[tuple[list[str], Any]]:
+    """The distinct minibatch advantages under every normalization: ``[(keys, tensor)]``."""
+    torch = _torch()
+    groups: list[tuple[list[str], Any]] = []
+    for key, (domain, *_) in ADVANTAGE_NORMALIZATIONS.items():
+        a = _normalize(adv_all, key)[idx] if domain == "batch" else _normalize(adv_all[idx], key)
+        for keys, b in groups:
+            if torch.allclose(a, b, rtol=1e-7, atol=0.0):
+                keys.append(key)
+                break
+        else:
+            groups.append(([key], a))
+    return groups
+
+
+def _describe_normalizations(keys) -> str:
+    """``keys`` of :data:`ADVANTAGE_NORMALIZATIONS` grouped by domain, in words."""
+    parts = []
+    for domain, words in _DOMAINS.items():
+        conv = [ADVANTAGE_NORMALIZATIONS[k][4] for k in ADVANTAGE_NORMALIZATIONS
+                if k in keys and ADVANTAGE_NORMALIZATIONS[k][0] == domain]
+        if conv:
+            parts.append(words + (f" ({'; '.join(conv)})" if domain else ""))
+    return " or ".join(parts)
 
 
 def _policy_loss(algorithm: str, logp, logp_old, adv, clip_range: float | None, *,
@@ -350,8 +421,10 @@ def canonical_actor_gradient(agent, names: list[str], obs, act, logp_old, adv, a
         ``"ppo"`` (clipped surrogate with ``hp["clip_range"]``) or ``"a2c"``/``"reinforce"``
         (``-mean(A log pi)``); minus ``hp["ent_coef"]`` times the mean entropy.
     hp : dict
-    normalization : {"none", "ddof1", "ddof0"}
-        Per-minibatch advantage normalization variant.
+    normalization : str
+        A key of :data:`ADVANTAGE_NORMALIZATIONS`: the std convention applied to ``adv`` as
+        given (for a whole-batch normalization, normalize the batch and pass the minibatch's
+        share with ``"none"``).
     defect : str
         A key of :data:`POLICY_DEFECTS` to compute a known defective loss instead.
 
@@ -363,7 +436,7 @@ def canonical_actor_gradient(agent, names: list[str], obs, act, logp_old, adv, a
     Raises
     ------
     KeyError
-        A name not among the agent's parameters.
+        A name not among the agent's parameters, or an unknown normalization.
 
     References
     ----------
@@ -386,17 +459,23 @@ def canonical_actor_gradient(agent, names: list[str], obs, act, logp_old, adv, a
                            for n, g in zip(names, grads, strict=True)])
 
 
-def _reproducing_defect(agent, names, args, got, hp, rtol) -> str:
-    """Which :data:`POLICY_DEFECTS` loss (under any normalization) reproduces ``got``."""
+def _reproducing_defect(agent, names, args, advs, got, hp, rtol) -> str:
+    """Which :data:`POLICY_DEFECTS` loss (under any normalization in ``advs``) reproduces
+    ``got``; ``args`` = (obs, act, logp_old, algorithm), ``advs`` the normalized minibatch
+    advantages. Names every defect that does (at ratio 1 some coincide)."""
+    algorithm = args[-1]
+    found = []  # every defect that reproduces it (at ratio 1 some coincide)
     for defect, label in POLICY_DEFECTS.items():
         if defect in ("entropy_sign", "no_entropy") and not hp.get("ent_coef"):
             continue
-        for how in ("none", "ddof1", "ddof0"):
-            alt = canonical_actor_gradient(agent, names, *args, normalization=how,
+        for a in advs:
+            alt = canonical_actor_gradient(agent, names, *args[:3], a, algorithm, hp,
                                            defect=defect)
             if _scaled_match(got, alt, rtol)[0]:
-                return f"reproduced by: {label}"
-    return "no known defect reproduces it"
+                found.append(label)
+                break
+    return ("reproduced by: " + " or by: ".join(found) if found
+            else "no known defect reproduces it")
 
 
 def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str, hp: dict,
@@ -404,11 +483,28 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
     """Every recorded actor gradient against the canonical loss's gradient on its minibatch.
 
     The canonical loss at the recorded ``parameters_before`` is PPO's clipped surrogate
-    (``algorithm="ppo"``) or ``-mean(A log pi)`` (A2C, REINFORCE), minus ``ent_coef`` times the
-    mean entropy, with the implementation's stored advantages (normalized per minibatch,
-    ``(A - mean) / (std + 1e-8)``, when the variant says so). Agreement is up to a positive
-    scalar (gradient-norm clipping; sum instead of mean). Parameters shared with the critic are
-    excluded (the value loss also moves them).
+    (``algorithm="ppo"``; Schulman et al. 2017, arXiv:1707.06347v2, Eq. (7)) or
+    ``-mean(A log pi)`` (A2C, REINFORCE; Mnih et al. 2016, arXiv:1602.01783v2, Alg. S3),
+    minus ``ent_coef`` times the mean entropy (Eq. (9) of the PPO paper), with the
+    implementation's stored advantages. Accepted variants, the ones correct libraries use:
+
+    * advantage normalization: none, or any entry of :data:`ADVANTAGE_NORMALIZATIONS`: per
+      minibatch (Stable-Baselines3 ``ppo/ppo.py``, CleanRL ``ppo.py``, OpenAI baselines
+      ``ppo2/model.py``) or over the whole batch before it is split (Spinning Up ``ppo.py``,
+      rl_games, RLlib), std biased (numpy) or unbiased (torch), epsilon added to the std,
+      under the square root or as a floor;
+    * any positive scale of the whole gradient: a sum instead of a mean, a constant factor,
+      and global gradient-norm clipping (``torch.nn.utils.clip_grad_norm_`` multiplies every
+      gradient by the same ``min(1, max_norm / ||g||) > 0``; Andrychowicz et al. 2021,
+      arXiv:2006.05990v1);
+    * the clipped objective written as ``max(-r A, -clip(r) A)`` (CleanRL) or with the ratio
+      as ``exp(-(neglogp - old_neglogp))`` (baselines) is the same function, hence the same
+      gradient.
+
+    Not accepted, because they are estimators of nothing: min and max swapped, the ratio
+    inverted, the clip on the advantage, clipping that never acts, the loss or the entropy
+    bonus with the wrong sign (:data:`POLICY_DEFECTS`, named in the failure). Parameters shared
+    with the critic are excluded (the value loss also moves them).
 
     Parameters
     ----------
@@ -416,17 +512,20 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
         See :mod:`oracles.protocol`.
     algorithm : str
     hp : dict
-        The target's hyperparameters (``clip_range``, ``ent_coef``, ``normalize_advantage``).
+        The target's hyperparameters (``clip_range``, ``ent_coef``, ``normalize_advantage``,
+        ``gamma_t_weighting``). ``normalize_advantage`` True admits the normalized variants
+        only, False only "none", absent any.
     rtol : float
         Relative residual ``||g - c g_ref|| / ||g||`` allowed (float32 rounding).
 
     Returns
     -------
     CheckResult
-        The explanation reports the matched variant (normalization none / unbiased std /
-        biased std) and the scale; a mismatch names the defect class whose loss reproduces the
-        recorded gradient, or says none does. Declaring ``normalize_advantage`` and doing the
-        opposite fails.
+        The pass explanation names the variants that matched every update ("matched: ...",
+        several when they coincide on this data: without an entropy bonus every std convention
+        gives the same direction) and the scale; a mismatch names the defect class whose loss
+        reproduces the recorded gradient, or says none does. Declaring ``normalize_advantage``
+        and doing the opposite fails.
 
     Raises
     ------
@@ -440,8 +539,6 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
     torch = _torch()
     name = "given_the_batch.policy_gradient"
     declared = hp.get("normalize_advantage")
-    labels = {"none": "no advantage normalization", "ddof1": "per-minibatch normalization "
-              "(unbiased std)", "ddof0": "per-minibatch normalization (biased std)"}
     n_checked, matched, scales = 0, set(), []
     clip = hp.get("clip_range") if algorithm == "ppo" else None
     weighting = bool(hp.get("gamma_t_weighting", False))
@@ -469,7 +566,8 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                                    f"iteration {k}, update {j}: the applied gradient contains "
                                    f"NaN or inf")
             idx = torch.as_tensor(up.indices)
-            args = (obs_all[idx], act_all[idx], lp_old_all[idx], adv_all[idx], algorithm, hp)
+            args = (obs_all[idx], act_all[idx], lp_old_all[idx], algorithm)
+            groups = _normalized_minibatches(adv_all, idx)
             with parameters_set(agent, up.parameters_before):
                 if clip is not None:
                     with torch.no_grad():
@@ -478,18 +576,20 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                     n_samples += int(ratio.numel())
                     n_clipped += int(((ratio - 1).abs() > clip).sum())
                 hits = {}  # every variant that reproduces this gradient (they can coincide)
-                for how in ("none", "ddof1", "ddof0"):
-                    ref = canonical_actor_gradient(agent, names, *args, normalization=how)
-                    ok, c, _ = _scaled_match(got, ref, rtol)
-                    if ok:
-                        hits[how] = c
+                resid_of = {}
+                for keys, a in groups:
+                    ref = canonical_actor_gradient(agent, names, *args[:3], a, algorithm, hp)
+                    ok, c, resid = _scaled_match(got, ref, rtol)
+                    for key in keys:
+                        resid_of[key] = resid
+                        if ok:
+                            hits[key] = c
                 if not hits:
                     how = "ddof1" if declared else "none"
-                    ref = canonical_actor_gradient(agent, names, *args, normalization=how)
-                    _, _, resid = _scaled_match(got, ref, rtol)
-                    why = _reproducing_defect(agent, names, args, got, hp, rtol)
+                    why = _reproducing_defect(agent, names, args, [a for _, a in groups], got,
+                                              hp, rtol)
                     alt = canonical_actor_gradient(agent, names, *args[:3],
-                                                   adv_all[idx] * w_all[idx], *args[4:],
+                                                   adv_all[idx] * w_all[idx], algorithm, hp,
                                                    normalization=how)
                     if _scaled_match(got, alt, rtol)[0]:
                         why = ("reproduced by: the gamma^t weighting "
@@ -497,20 +597,20 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                                   "applied although not declared (gamma_t_weighting)"))
                     return CheckResult(
                         name, LAYER, "fail", "gradient of the canonical loss",
-                        f"relative residual {resid:.3g}",
+                        f"relative residual {resid_of[how]:.3g}",
                         f"iteration {k}, update {j} ({up.indices.size} samples): the applied "
                         f"actor gradient is not a positive multiple of the canonical "
-                        f"{algorithm} loss gradient on the same minibatch; {why}",
-                        tolerance=rtol)
-            allowed = (set(hits) if declared is None else
-                       {"ddof1", "ddof0"} & set(hits) if declared else {"none"} & set(hits))
+                        f"{algorithm} loss gradient on the same minibatch under any accepted "
+                        f"advantage normalization; {why}", tolerance=rtol)
+            normalized = set(hits) - {"none"}
+            allowed = (set(hits) if declared is None else normalized if declared
+                       else {"none"} & set(hits))
             if not allowed:
                 return CheckResult(name, LAYER, "fail", f"normalize_advantage={declared}",
-                                   ", ".join(labels[m] for m in sorted(hits)),
+                                   _describe_normalizations(hits),
                                    f"iteration {k}, update {j}: the gradient matches "
-                                   f"{', '.join(labels[m] for m in sorted(hits))} although the "
-                                   f"target declares normalize_advantage={declared}",
-                                   tolerance=rtol)
+                                   f"{_describe_normalizations(hits)} although the target "
+                                   f"declares normalize_advantage={declared}", tolerance=rtol)
             # report the variants consistent with every update (first update: all it allows)
             matched = set(allowed) if n_checked == 0 else (matched & allowed) or matched
             n_checked += 1
@@ -527,21 +627,79 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                     "swapped, clip bounds) cannot show here" if n_clipped == 0 else ""))
     return CheckResult(name, LAYER, "pass", "gradient of the canonical loss", "matched",
                        f"{n_checked} applied actor gradients match the canonical {algorithm} "
-                       f"loss ({', '.join(labels[m] for m in sorted(matched))}; scale "
+                       f"loss; matched: {_describe_normalizations(matched)} (scale "
                        f"{sc.min():.3g}..{sc.max():.3g}, 1 = mean reduction without clipping)"
                        f"{clipping}", tolerance=rtol)
 
 
+#: The value losses correct libraries use, per sample (the reduction over the minibatch, a
+#: 1/2 and ``vf_coef`` are positive scales the check absorbs); ``V_clip = V_old + clip(V -
+#: V_old, -eps, eps)`` with ``V_old`` the values stored at collection and ``eps`` =
+#: ``clip_range_vf``. Huber / smooth-L1 (Stable-Baselines3's DQN) is not among them: no
+#: mainstream PPO or A2C uses it for the critic by default, and its threshold is not a declared
+#: hyperparameter.
+VALUE_LOSS_VARIANTS: dict[str, str] = {
+    "squared": "unclipped squared error (V - R)^2 (Stable-Baselines3 a2c.py and ppo.py without "
+               "clip_range_vf, CleanRL ppo.py without clip_vloss)",
+    "clipped_prediction": "clipped prediction (V_clip - R)^2 (Stable-Baselines3 ppo/ppo.py)",
+    "max": "max((V - R)^2, (V_clip - R)^2) (OpenAI baselines ppo2/model.py, CleanRL ppo.py "
+           "with clip_vloss)",
+}
+
+#: Value-loss defects named when they reproduce a failing critic gradient.
+VALUE_DEFECTS = {
+    "advantage_targets": "the advantages used as value targets",
+    "sign": "value loss sign flipped",
+    "min": "min instead of max in the clipped value loss: the pessimistic bound is lost",
+    "detached": "clipped value branch built so that its gradient vanishes (BUGS.md: value "
+                "loss; RLlib #19291)",
+}
+
+
+def _value_loss(kind: str, v, target, v_old, clip, *, defect: str = ""):
+    """Per-sample value loss of ``VALUE_LOSS_VARIANTS[kind]`` (or a ``VALUE_DEFECTS`` form)."""
+    torch = _torch()
+    sq = (v - target) ** 2
+    if kind == "squared":
+        return -sq if defect == "sign" else sq
+    delta = torch.clamp(v - v_old, -clip, clip)
+    v_clip = v_old + (delta.detach() if defect == "detached" else delta)
+    cl = (v_clip - target) ** 2
+    out = cl if kind == "clipped_prediction" else (
+        torch.minimum(sq, cl) if defect == "min" else torch.maximum(sq, cl))
+    return -out if defect == "sign" else out
+
+
 def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
                           rtol: float = 1e-3) -> CheckResult:
-    """Every recorded critic gradient against ``mean((returns - V)^2)`` on its minibatch.
+    """Every recorded critic gradient against the value loss's gradient on its minibatch.
 
-    With ``clip_range_vf`` the PPO clipped value loss ``max((V - R)^2, (V_clip - R)^2)`` is
-    the reference. Agreement up to a positive scalar (vf_coef, 1/2 factors, clipping).
+    Accepted, up to a positive scalar (``vf_coef``, a 1/2, a sum instead of a mean, global
+    gradient-norm clipping), the value losses of :data:`VALUE_LOSS_VARIANTS`:
+
+    * without ``clip_range_vf``: the squared error ``(V - R)^2`` (Mnih et al. 2016,
+      arXiv:1602.01783v2, Alg. S3; Stable-Baselines3 ``a2c/a2c.py``, ``F.mse_loss``);
+    * with ``clip_range_vf`` = eps and ``V_clip = V_old + clip(V - V_old, -eps, eps)``:
+      Stable-Baselines3's clipped prediction ``(V_clip - R)^2`` (``ppo/ppo.py``: ``values_pred
+      = old_values + clamp(values - old_values, -clip_range_vf, clip_range_vf)``,
+      ``F.mse_loss(returns, values_pred)``), or the pessimistic ``max((V - R)^2, (V_clip -
+      R)^2)`` of OpenAI baselines ``ppo2/model.py`` and CleanRL ``ppo.py`` (``clip_vloss``;
+      Engstrom et al. 2020, arXiv:2005.12729v1, Sec. 3, "value function clipping";
+      Andrychowicz et al. 2021, arXiv:2006.05990v1). Where no sample's clip acts the three
+      coincide.
+
+    Declaring ``clip_range_vf`` while the gradient matches only the unclipped loss fails (the
+    declared clipping is not applied). Not accepted and named when they reproduce the gradient
+    (:data:`VALUE_DEFECTS`): advantages as targets, the sign flipped, min instead of max, the
+    clipped branch without gradient.
 
     Returns
     -------
     CheckResult
+        The pass explanation names the variant that matched every update ("matched: ...") and
+        on how many samples the value clip acted. Inconclusive when ``clip_range_vf`` is
+        declared but the rollout records no values at collection (the clipped references
+        cannot be built).
 
     Raises
     ------
@@ -549,12 +707,15 @@ def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
 
     References
     ----------
-    Mnih et al. (2016), arXiv:1602.01783v2, Alg. S3; Andrychowicz et al. (2021),
-    arXiv:2006.05990v1 (value clipping).
+    Mnih et al. (2016), arXiv:1602.01783v2, Alg. S3; Engstrom et al. (2020),
+    arXiv:2005.12729v1, Sec. 3; Andrychowicz et al. (2021), arXiv:2006.05990v1 (value
+    clipping).
     """
     torch = _torch()
     name = "given_the_batch.value_gradient"
-    n_checked = 0
+    clip = hp.get("clip_range_vf")
+    n_checked, matched = 0, set()
+    n_samples = n_acted = 0  # samples whose |V - V_old| exceeded the value clip
     for k, it in enumerate(iterations):
         r = it.rollout
         if r.returns is None or not callable(getattr(agent, "value", None)):
@@ -564,51 +725,85 @@ def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
         roles = parameter_roles(agent, obs_all[:8])
         names = [n for n, role in roles.items() if role == "critic"]
         ret_all = torch.as_tensor(r.flat("returns"))
+        if clip is not None and r.values is None:
+            return CheckResult(name, LAYER, "inconclusive", "old values", "not recorded",
+                               f"the target declares clip_range_vf={clip} but the rollout "
+                               f"records no values at collection, so the clipped value "
+                               f"losses cannot be rebuilt")
         v_old_all = torch.as_tensor(r.flat("values")) if r.values is not None else None
-        clip = hp.get("clip_range_vf")
+        kinds = ["squared", "clipped_prediction", "max"] if clip is not None else ["squared"]
         for j, up, got in _recorded(it, names):
             if not _finite(got):
                 return CheckResult(name, LAYER, "fail", "finite gradient", "NaN/inf",
                                    f"iteration {k}, update {j}: the critic gradient contains "
                                    f"NaN or inf")
             idx = torch.as_tensor(up.indices)
+            v_old = v_old_all[idx] if v_old_all is not None else None
 
-            def grad_of(target, idx=idx, up=up, names=names, obs_all=obs_all,
-                        v_old_all=v_old_all, clip=clip):
+            def grad_of(target, kind, defect="", idx=idx, up=up, names=names, obs_all=obs_all,
+                        v_old=v_old):
                 with parameters_set(agent, up.parameters_before):
                     named = agent.named_parameters()
                     v = agent.value(obs_all[idx])
-                    loss = (v - target) ** 2
-                    if clip is not None and v_old_all is not None:
-                        v_old = v_old_all[idx]
-                        v_clip = v_old + torch.clamp(v - v_old, -clip, clip)
-                        loss = torch.maximum(loss, (v_clip - target) ** 2)
-                    g = torch.autograd.grad(loss.mean(), [named[n] for n in names],
-                                            allow_unused=True)
+                    loss = _value_loss(kind, v, target, v_old, clip, defect=defect).mean()
+                    g = torch.autograd.grad(loss, [named[n] for n in names], allow_unused=True)
                 return np.concatenate([_np(x).ravel() if x is not None
                                        else np.zeros(named[n].numel())
                                        for n, x in zip(names, g, strict=True)])
 
-            ok, _, resid = _scaled_match(got, grad_of(ret_all[idx]), rtol)
-            if not ok:
+            ret = ret_all[idx]
+            hits, resid = set(), {}
+            for kind in kinds:
+                ok, _, resid[kind] = _scaled_match(got, grad_of(ret, kind), rtol)
+                if ok:
+                    hits.add(kind)
+            allowed = hits & ({"clipped_prediction", "max"} if clip is not None
+                              else {"squared"})
+            if clip is not None:
+                with parameters_set(agent, up.parameters_before), torch.no_grad():
+                    moved = (agent.value(obs_all[idx]) - v_old).abs() > clip
+                n_samples += int(moved.numel())
+                n_acted += int(moved.sum())
+            if hits and not allowed:
+                return CheckResult(name, LAYER, "fail", f"clip_range_vf={clip}",
+                                   VALUE_LOSS_VARIANTS["squared"],
+                                   f"iteration {k}, update {j}: the critic gradient matches only "
+                                   f"the unclipped squared error although the target declares "
+                                   f"clip_range_vf={clip}: the declared value clipping is not "
+                                   f"applied", tolerance=rtol)
+            if not hits:
                 why = "no known defect reproduces it"
                 adv = torch.as_tensor(r.flat("advantages"))[idx]
-                if _scaled_match(got, grad_of(adv), rtol)[0]:
-                    why = "reproduced by: the advantages used as value targets"
-                elif _scaled_match(got, -grad_of(ret_all[idx]), rtol)[0]:
-                    why = "reproduced by: value loss sign flipped"
+                tries = [("advantage_targets", kind, "") for kind in kinds]
+                tries += [("sign", kind, "sign") for kind in kinds]
+                if len(kinds) > 1:
+                    tries += [("min", "max", "min"), ("detached", "max", "detached")]
+                for label, kind, defect in tries:
+                    target = adv if label == "advantage_targets" else ret
+                    if _scaled_match(got, grad_of(target, kind, defect), rtol)[0]:
+                        why = f"reproduced by: {VALUE_DEFECTS[label]}"
+                        break
+                best = min(resid, key=resid.get)
                 return CheckResult(name, LAYER, "fail", "gradient of the value loss",
-                                   f"relative residual {resid:.3g}",
+                                   f"relative residual {resid[best]:.3g}",
                                    f"iteration {k}, update {j}: the critic gradient is not a "
-                                   f"positive multiple of the squared-error loss gradient; "
-                                   f"{why}", tolerance=rtol)
+                                   f"positive multiple of the gradient of any accepted value "
+                                   f"loss ({', '.join(kinds)}); {why}", tolerance=rtol)
+            matched = set(allowed) if n_checked == 0 else (matched & allowed) or matched
             n_checked += 1
     if not n_checked:
         return CheckResult(name, LAYER, "skip", "recorded critic gradients", "none",
                            "no optimizer step with critic gradients was recorded")
+    acted = ""
+    if clip is not None and n_samples:
+        acted = (f"; the value clip acted on {n_acted} of {n_samples} minibatch samples"
+                 + (", so the clipped forms coincide with the unclipped one here"
+                    if n_acted == 0 else ""))
     return CheckResult(name, LAYER, "pass", "gradient of the value loss", "matched",
-                       f"{n_checked} applied critic gradients match the squared-error loss on "
-                       f"their minibatches", tolerance=rtol)
+                       f"{n_checked} applied critic gradients match the value loss on their "
+                       f"minibatches; matched: "
+                       f"{' or '.join(VALUE_LOSS_VARIANTS[m] for m in sorted(matched))}{acted}",
+                       tolerance=rtol)
 
 
 # ------------------------------------------------------------------------ TRPO
@@ -616,9 +811,126 @@ def _flat_params(values: dict, names: list[str]) -> np.ndarray:
     return np.concatenate([_np(values[n]).ravel() for n in names])
 
 
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _base(dist):
+    torch = _torch()
+    while isinstance(dist, torch.distributions.Independent):
+        dist = dist.base_dist
+    return dist
+
+
+def _policy_family(dist, act) -> str:
+    """``"categorical"``, ``"gaussian"`` (diagonal) or ``""`` (no closed form in the oracle).
+
+    torch's Categorical and Normal (or Independent Normal), subclasses included, are
+    recognized by type. Any other distribution counts as a diagonal Gaussian when it exposes
+    ``mean`` and ``stddev`` and its log-density at the batch's actions is the diagonal-Gaussian
+    density with those parameters (:func:`_gaussian_log_density`, within 1e-4): its family is
+    identified by what it computes, its KL is then the oracle's.
+    """
+    torch = _torch()
+    base = _base(dist)
+    if isinstance(base, torch.distributions.Categorical):
+        return "categorical"
+    if isinstance(base, torch.distributions.Normal):
+        return "gaussian"
+    try:
+        with torch.no_grad():
+            mean, std = dist.mean, dist.stddev
+            lp = dist.log_prob(act)
+            ref = _gaussian_log_density(act, mean, std)
+        if lp.shape == ref.shape and torch.allclose(lp.double(), ref.double(), rtol=1e-4,
+                                                    atol=1e-4):
+            return "gaussian"
+    except Exception:  # no mean / stddev, or shapes that are not a diagonal Gaussian's
+        pass
+    return ""
+
+
+def _gaussian_log_density(act, mean, std):
+    """Diagonal-Gaussian log-density summed over the non-batch dimensions, shape (B,)."""
+    torch = _torch()
+    mean, std, act = torch.broadcast_tensors(mean, std, act.to(mean.dtype))
+    z = (act - mean) / std
+    per = -0.5 * z**2 - torch.log(std) - 0.5 * _LOG_2PI
+    return per.reshape(per.shape[0], -1).sum(-1)
+
+
+def _policy_parameters(dist, family: str) -> tuple:
+    """``(log-probabilities (B, A),)`` or ``(mean, std)`` broadcast to (B, ...) of ``dist``."""
+    torch = _torch()
+    base = _base(dist)
+    if family == "categorical":
+        return (torch.log_softmax(base.logits, -1),)
+    if isinstance(base, torch.distributions.Normal):
+        return tuple(torch.broadcast_tensors(base.loc, base.scale))
+    return tuple(torch.broadcast_tensors(dist.mean, dist.stddev))
+
+
+def closed_form_kl(family: str, p: tuple, q: tuple, *, defect: str = ""):
+    """Per-sample ``KL(p || q)`` in nats from the parameters of :func:`_policy_parameters`.
+
+    Categorical: ``sum_a p_a (log p_a - log q_a)`` (Cover & Thomas 2006, Eq. (2.26));
+    diagonal Gaussian: ``sum_i [log(s2_i / s1_i) + (s1_i^2 + (m1_i - m2_i)^2) / (2 s2_i^2) -
+    1/2]`` (the closed form for normals, Kullback 1959; pat-coady/trpo #25 is the defect
+    without the square on the std ratio). Written here, never taken from
+    ``torch.distributions.kl_divergence``, which dispatches to whatever KL the implementation
+    registered for its distribution classes.
+
+    ``defect="no_square"`` computes the defective Gaussian KL with ``s1 / s2`` where its
+    square belongs (only to name that defect in a failure).
+
+    Returns
+    -------
+    Tensor, shape (B,)
+    """
+    torch = _torch()
+    if family == "categorical":
+        (lp,), (lq,) = p, q
+        return (lp.exp() * (lp - lq)).sum(-1)
+    (m1, s1), (m2, s2) = p, q
+    var_ratio = s1 / s2 if defect == "no_square" else s1**2 / s2**2
+    per = torch.log(s2) - torch.log(s1) + 0.5 * (var_ratio + (m1 - m2) ** 2 / s2**2) - 0.5
+    return per.reshape(per.shape[0], -1).sum(-1)
+
+
+def _kl_reference(old, act, defect: str = "") -> tuple[Callable, str]:
+    """``(kl(new, reverse=False) -> (B,), description)`` against the fixed distribution
+    ``old``: the oracle's closed form when the family is known, else torch's registry."""
+    torch = _torch()
+    family = _policy_family(old, act)
+    if not family:
+        def registry_kl(new, reverse=False):
+            return (torch.distributions.kl_divergence(new, old) if reverse
+                    else torch.distributions.kl_divergence(old, new))
+        return registry_kl, (f"KL from torch.distributions.kl_divergence ({type(old).__name__} "
+                             f"has no closed form in the oracle, so a KL registered by the "
+                             f"target is trusted)")
+    p_old = tuple(x.detach() for x in _policy_parameters(old, family))
+
+    def kl(new, reverse=False):
+        p_new = _policy_parameters(new, family)
+        return closed_form_kl(family, p_new, p_old, defect=defect) if reverse else \
+            closed_form_kl(family, p_old, p_new, defect=defect)
+    return kl, (f"the oracle's closed-form {family} KL" if not defect or family == "gaussian"
+                else "")
+
+
 def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
-                 adv, *, explicit: bool = True) -> tuple[Any, np.ndarray, Callable, Callable]:
+                 adv, *, explicit: bool = True,
+                 kl_defect: str = "") -> tuple[Any, np.ndarray, Callable, Callable]:
     """``F`` (Hessian of the batch mean KL) and ``g`` (surrogate gradient) at ``params``.
+
+    The KL is the oracle's own closed form (:func:`closed_form_kl`) from the policy's
+    parameters (logits, or mean and std) at ``obs``, never ``torch.distributions.kl_divergence``
+    or another method the target could have overridden or registered: a wrong KL in the
+    implementation (its Fisher-vector product, its line search) then shows as a wrong step
+    instead of cancelling out. Only for a distribution family without a closed form here is
+    the torch registry used (``kl_at.source`` says which). ``g`` differentiates the
+    implementation's ``log_prob`` (the density is the policy's definition; it is checked by
+    the policy-head checks).
 
     Parameters
     ----------
@@ -632,6 +944,9 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
     explicit : bool
         Build ``F`` as a matrix (d double-backward passes), or return the Fisher-vector product
         ``v -> F v`` (one double-backward pass per call; for large actors).
+    kl_defect : str
+        ``"no_square"``: build everything from the defective Gaussian KL instead (to name that
+        defect in a failure; ``kl_at.source`` is then "" for a non-Gaussian policy).
 
     Returns
     -------
@@ -642,7 +957,7 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
     kl_at, surrogate_at : callable
         Batch mean ``KL(pi_params || pi_theta)`` (nats; ``kl_at(theta, reverse=True)`` gives
         ``KL(pi_theta || pi_params)``) and ``mean(ratio A)`` at a flat actor vector theta of
-        shape (d,).
+        shape (d,). ``kl_at.source`` (str) names the KL used.
 
     Raises
     ------
@@ -651,7 +966,8 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
 
     References
     ----------
-    Schulman et al. (2015), arXiv:1502.05477v5, App. C (the Fisher as the KL Hessian).
+    Schulman et al. (2015), arXiv:1502.05477v5, App. C (the Fisher as the KL Hessian);
+    Cover & Thomas (2006), Eq. (2.26); Kullback (1959) (Gaussian KL).
     """
     torch = _torch()
     with parameters_set(agent, params):
@@ -659,11 +975,12 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
         plist = [named[n] for n in names]
         with torch.no_grad():
             old = agent.distribution(obs)
+        kl_of, kl_source = _kl_reference(old, act, kl_defect)
         dist = agent.distribution(obs)
         surr = (torch.exp(dist.log_prob(act) - logp_old) * adv).mean()
         g = np.concatenate([_np(x).ravel() for x in torch.autograd.grad(surr, plist)])
         if explicit:
-            kl = torch.distributions.kl_divergence(old, agent.distribution(obs)).mean()
+            kl = kl_of(agent.distribution(obs)).mean()
             gk = torch.cat([x.reshape(-1) for x in torch.autograd.grad(kl, plist,
                                                                        create_graph=True)])
             F = np.zeros((gk.numel(), gk.numel()))
@@ -676,7 +993,7 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
     def fisher_vector_product(v: np.ndarray) -> np.ndarray:
         with parameters_set(agent, params):
             live = [agent.named_parameters()[n] for n in names]
-            kl = torch.distributions.kl_divergence(old, agent.distribution(obs)).mean()
+            kl = kl_of(agent.distribution(obs)).mean()
             gk = torch.autograd.grad(kl, live, create_graph=True)
             vt = torch.as_tensor(v, dtype=gk[0].dtype, device=gk[0].device)
             gv = torch.cat([x.reshape(-1) for x in gk]) @ vt
@@ -697,19 +1014,24 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
             off += size
         with parameters_set(agent, vals), torch.no_grad():
             d = agent.distribution(obs)
-            kl_v = float((torch.distributions.kl_divergence(d, old) if reverse else
-                          torch.distributions.kl_divergence(old, d)).mean())
+            kl_v = float(kl_of(d, reverse=reverse).mean())
             s_v = float((torch.exp(d.log_prob(act) - logp_old) * adv).mean())
         return kl_v, s_v
 
-    return F, g, (lambda f, reverse=False: evaluate(f, reverse)[0]), (lambda f: evaluate(f)[1])
+    def kl_at(flat: np.ndarray, reverse: bool = False) -> float:
+        return evaluate(flat, reverse)[0]
+
+    kl_at.source = kl_source  # type: ignore[attr-defined]
+    return F, g, kl_at, (lambda f: evaluate(f)[1])
 
 
 def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_tol: float = 1e-3,
                      length_tol: float = 2e-2, max_params: int = 4096) -> CheckResult:
     """Each TRPO actor step against the batch's natural gradient, step length and KL bound.
 
-    With ``F`` the Hessian of the batch mean KL at the collection parameters (exact, autograd),
+    With ``F`` the Hessian of the batch mean KL at the collection parameters (exact, autograd
+    of the oracle's closed-form KL, :func:`batch_fisher`, so that a wrong KL in the
+    implementation does not cancel out),
     ``g`` the surrogate gradient, ``lambda`` = ``cg_damping`` and ``x = (F + lambda I)^{-1} g``
     (or, when the target declares ``cg_iters``, the ``cg_iters``-th conjugate-gradient iterate
     for that system, replayed in float64 with exact Fisher-vector products, which also covers
@@ -751,6 +1073,7 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
     cg_iters = hp.get("cg_iters")
     accepted = rejected = 0
     max_dev = 0.0
+    kl_source = ""
     for k, it in enumerate(iterations):
         r = it.rollout
         obs = torch.as_tensor(r.flat("observations"))
@@ -766,20 +1089,25 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
         adv = torch.as_tensor(r.flat("advantages"))
         if hp.get("normalize_advantage"):
             adv = _normalize(adv, "ddof1")
-        F, g, kl_at, surr_at = batch_fisher(
-            agent, it.parameters_at_collection, names, obs, torch.as_tensor(r.flat("actions")),
-            torch.as_tensor(r.flat("log_probs")), adv, explicit=explicit)
+        fisher_args = (agent, it.parameters_at_collection, names, obs,
+                       torch.as_tensor(r.flat("actions")), torch.as_tensor(r.flat("log_probs")),
+                       adv)
+        F, g, kl_at, surr_at = batch_fisher(*fisher_args, explicit=explicit)
+        kl_source = kl_at.source
+
+        def natural_direction(F, g=g, explicit=explicit):
+            """``(F + lambda I)^-1 g`` (or the replayed CG iterate) and its matvec."""
+            if explicit:
+                matvec = (F + lam * np.eye(F.shape[0])).__matmul__
+            else:
+                matvec = (lambda u, F=F: F(u) + lam * u)  # noqa: E731
+            if cg_iters is not None:  # the implementation's truncated CG, replayed in float64
+                return _reference_cg(matvec, g, int(cg_iters)), matvec
+            return np.linalg.lstsq(F + lam * np.eye(F.shape[0]), g, rcond=None)[0], matvec
+
         theta0 = _flat_params(it.parameters_at_collection, names)
         step = _flat_params(it.parameters_after, names) - theta0
-        if explicit:
-            H = F + lam * np.eye(F.shape[0])
-            matvec = H.__matmul__
-        else:
-            matvec = (lambda v, F=F: F(v) + lam * v)  # noqa: E731
-        if cg_iters is not None:  # the implementation's truncated CG, replayed in float64
-            x = _reference_cg(matvec, g, int(cg_iters))
-        else:
-            x = np.linalg.lstsq(H, g, rcond=None)[0]
+        x, matvec = natural_direction(F)
         xHx = float(x @ matvec(x))
         if not _finite(step):
             return CheckResult(name, LAYER, "fail", "finite step", "NaN/inf",
@@ -806,6 +1134,13 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
                    "(BUGS.md: TRPO direction)" if cos_g > 1 - direction_tol else
                    "reproduced by: the step points against the natural gradient (sign)"
                    if cos < -1 + direction_tol else "no known defect reproduces it")
+            if why.startswith("no known") and "gaussian" in kl_source:
+                x_bad = natural_direction(batch_fisher(*fisher_args, explicit=explicit,
+                                                       kl_defect="no_square")[0])[0]
+                if float(step @ x_bad) >= (1 - direction_tol) * float(
+                        np.linalg.norm(step) * np.linalg.norm(x_bad)):
+                    why = ("reproduced by: a Fisher built from a Gaussian KL with sigma1/sigma2 "
+                           "where its square belongs (BUGS.md: KL; pat-coady/trpo #25)")
             return CheckResult(name, LAYER, "fail", "cos(step, F^-1 g) = 1", f"{cos:.6f}",
                                f"iteration {k}: the actor step is not along the batch's "
                                f"damped natural gradient (F + {lam} I)^-1 g; {why}",
@@ -848,4 +1183,5 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
     return CheckResult(name, LAYER, "pass", "natural-gradient step within delta", "consistent",
                        f"{accepted} accepted steps along (F + {lam} I)^-1 g with length "
                        f"beta c^j (max |j - round(j)| {max_dev:.2g}) and batch KL <= {delta}; "
-                       f"{rejected} correctly rejected", tolerance=direction_tol)
+                       f"{rejected} correctly rejected; Fisher and KL from {kl_source}",
+                       tolerance=direction_tol)

@@ -14,6 +14,7 @@ Loss functions take and return ``torch`` tensors (float64) so their gradients ca
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -398,6 +399,8 @@ def _value_ref(values, values_old, returns, clip_range, *, combine="max", revers
     delta = values - values_old
     clipped_delta = torch.minimum(torch.maximum(delta, torch.tensor(lo)), torch.tensor(hi))
     v_clip = values_old + (clipped_delta.detach() if detach_clipped else clipped_delta)
+    if combine == "clipped":  # Stable-Baselines3: the clipped prediction alone
+        return 0.5 * ((v_clip - returns) ** 2).mean()
     pick = torch.maximum if combine == "max" else torch.minimum
     return 0.5 * pick((values - returns) ** 2, (v_clip - returns) ** 2).mean()
 
@@ -407,9 +410,13 @@ def check_clipped_value_loss(loss_fn: Callable, *, clip_range: float = 0.2, n_ba
                              atol: float = 1e-8) -> CheckResult:
     """PPO clipped value loss and its gradient in ``values``.
 
-    ``loss_fn(values, values_old, returns, clip_range) -> scalar torch loss``. Reference
-    ``0.5 mean(max((v - R)^2, (v_old + clip(v - v_old, -eps, eps) - R)^2))`` (baselines ppo2);
-    positive rescalings (no 0.5, sum) pass with a note.
+    ``loss_fn(values, values_old, returns, clip_range) -> scalar torch loss``. Two references,
+    each a form a mainstream library uses, with ``v_clip = v_old + clip(v - v_old, -eps,
+    eps)``: ``0.5 mean(max((v - R)^2, (v_clip - R)^2))`` (OpenAI baselines ``ppo2/model.py``;
+    CleanRL ``ppo.py`` with ``clip_vloss``; Engstrom et al. 2020, arXiv:2005.12729v1, Sec. 3)
+    and the clipped prediction alone, ``mean((v_clip - R)^2)`` (Stable-Baselines3
+    ``ppo/ppo.py``: ``F.mse_loss(returns, values_pred)``); the pass explanation says which
+    matched. Positive rescalings (no 0.5, sum) pass with a note.
 
     Returns
     -------
@@ -444,10 +451,22 @@ def check_clipped_value_loss(loss_fn: Callable, *, clip_range: float = 0.2, n_ba
         ("clipped branch built so that its gradient vanishes (BUGS.md: value loss; RLlib "
          "#19291)", var(detach_clipped=True)),
     ]
-    return _compare("components.clipped_value_loss",
-                    _value_and_grad(loss_fn, "values", VALUE_ARGS),
-                    _value_and_grad(_value_ref, "values", VALUE_ARGS), variants, inputs, rtol=rtol,
-                    atol=atol, allow_positive_scale=True, what="[loss, gradient]")
+    observed = _value_and_grad(loss_fn, "values", VALUE_ARGS)
+    res = _compare("components.clipped_value_loss", observed,
+                   _value_and_grad(_value_ref, "values", VALUE_ARGS), variants, inputs, rtol=rtol,
+                   atol=atol, allow_positive_scale=True, what="[loss, gradient]")
+    if res.verdict == "pass":
+        return dataclasses.replace(res, explanation=f"matched: max((V - R)^2, (V_clip - R)^2) "
+                                                    f"(OpenAI baselines ppo2, CleanRL); "
+                                                    f"{res.explanation}")
+    sb3 = _compare("components.clipped_value_loss", observed, var(combine="clipped"), [],
+                   inputs, rtol=rtol, atol=atol, allow_positive_scale=True,
+                   what="[loss, gradient]")
+    if sb3.verdict == "pass":
+        return dataclasses.replace(sb3, explanation=f"matched: clipped prediction (V_clip - "
+                                                    f"R)^2 (Stable-Baselines3 ppo/ppo.py); "
+                                                    f"{sb3.explanation}")
+    return res
 
 
 # ------------------------------------------------------------- distributions
