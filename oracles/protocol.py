@@ -89,6 +89,11 @@ HYPERPARAMETERS = {
     "cg_iters": "TRPO conjugate-gradient iterations (None: the step is checked against the "
                 "exact solve)",
     "line_search_shrinking_factor": "TRPO backtracking factor (default 0.5)",
+    "cg_x0_scale": "TRPO starts CG from x0 ~ scale N(0, I) (sb3-contrib: 1e-4; default 0)",
+    "cg_residual_tol": "TRPO's CG stops once |r|^2 < this absolute tolerance (sb3-contrib: "
+                       "1e-10; default 0: only relative round-off)",
+    "sub_sampling_factor": "TRPO computes its actor step (surrogate gradient, Fisher, line "
+                           "search) on every k-th sample of the batch (sb3-contrib; default 1)",
     "target_kl": "PPO target KL for early stopping (None: no bound)",
     "gamma_t_weighting": "REINFORCE multiplies the t-th term by gamma^t (default False); a "
                          "target declaring it starts every collection from fresh resets",
@@ -194,6 +199,9 @@ class Iteration:
     parameters_at_collection: dict
     updates: list[Update]
     parameters_after: dict
+    #: TRPO: the flat sample indices its actor step (surrogate gradient, Fisher, line search)
+    #: used, when not the whole batch (sb3-contrib's ``sub_sampling_factor``); None: all.
+    actor_indices: np.ndarray | None = None
 
 
 def snapshot(named: dict) -> dict:

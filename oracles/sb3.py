@@ -126,9 +126,15 @@ def _hyperparameters(model, algorithm: str) -> dict:
             hp["clip_range_vf"] = float(model.clip_range_vf(1.0))
         hp["target_kl"] = model.target_kl
     if algorithm == "trpo":
+        # sb3-contrib runs cg_max_steps CG iterations (the check replays them) from
+        # x0 = 1e-4 N(0, I), stopping when |r|^2 < 1e-10 (sb3_contrib/common/utils.py,
+        # conjugate_gradient_solver), on every sub_sampling_factor-th sample of the batch
+        # (sb3_contrib/trpo/trpo.py, train())
         hp.update(max_kl=float(model.target_kl), cg_damping=float(model.cg_damping),
                   line_search_shrinking_factor=float(model.line_search_shrinking_factor),
-                  ent_coef=0.0)
+                  ent_coef=0.0, cg_iters=int(model.cg_max_steps), cg_x0_scale=1e-4,
+                  cg_residual_tol=1e-10,
+                  sub_sampling_factor=int(getattr(model, "sub_sampling_factor", 1)))
     return hp
 
 
@@ -210,11 +216,13 @@ class SB3Agent:
         self.model, self.truth = model, truth
         self.recorder = StepRecorder(self.named_parameters(), [model.policy.optimizer])
         self._pending: dict = {}
+        self._actor_indices: np.ndarray | None = None  # TRPO's subsampled actor batch
         agent = self
 
         class _Recording(BaseCallback):
             def _on_rollout_start(self) -> None:
                 agent._pending = {"at_collection": snapshot(agent.named_parameters())}
+                agent._actor_indices = None
                 agent.truth.clear()
 
             def _on_step(self) -> bool:
@@ -263,8 +271,10 @@ class SB3Agent:
         if "rollout" not in self._pending:
             raise TargetProtocolError("the model's learn() did not collect a rollout (no "
                                       "on_rollout_end callback)")
+        actor_indices, self._actor_indices = self._actor_indices, None
         return Iteration(self._pending["rollout"], self._pending["at_collection"],
-                         self.recorder.take(), snapshot(self.named_parameters()))
+                         self.recorder.take(), snapshot(self.named_parameters()),
+                         actor_indices=actor_indices)
 
     def collect(self) -> Rollout:
         """One collection from fresh env resets, without the update (see the protocol)."""
@@ -305,10 +315,15 @@ class SB3Agent:
             return
         original = buf._get_samples  # bound method (the buffer class's own, or a subclass's)
         T, N, recorder = self.model.n_steps, self.model.n_envs, self.recorder
+        k = int(getattr(self.model, "sub_sampling_factor", 1) or 1)
 
         def _get_samples(batch_inds, *args, **kwargs):
             i = np.asarray(batch_inds)
             recorder.current_indices = (i % T) * N + i // T  # env-major -> time-major
+            if k > 1 and self._actor_indices is None and len(i) == T * N:
+                # sb3-contrib TRPO: the first whole-batch draw of train() is the actor's,
+                # which then keeps every k-th sample of it
+                self._actor_indices = recorder.current_indices[::k].copy()
             return original(batch_inds, *args, **kwargs)
 
         buf._get_samples = _get_samples
