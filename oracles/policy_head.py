@@ -11,6 +11,9 @@ checks look at the head directly, on the double integrator with a diagonal-Gauss
     random direction of every parameter tensor against central finite differences of the same
     function. A parameter the density depends on but autograd does not see (``.detach()``, a
     numpy round trip, ``.data``) has a zero autograd derivative and a non-zero finite difference.
+    Where the function is not differentiable at the probed resolution (ReLU kinks) the
+    finite differences are inconsistent with themselves; such probes are repeated at smaller
+    steps and, failing that, excluded -- never failed (inconclusive when too few remain).
 ``given_the_batch.action_sampling@lqr`` (statistical)
     The stored actions, standardized by the distribution's mean and standard deviation at their
     observations, ``z = (a - mu(s)) / sigma(s)``, are i.i.d. N(0, 1) for a correct sampler
@@ -27,7 +30,8 @@ References
 ----------
 Kolmogorov-Smirnov one-sample test: Massey (1951), JASA 46(253):68-78. Finite-difference
 gradient checking: the standard central difference ``(f(x + h v) - f(x - h v)) / 2h`` with
-error ``O(h^2)``; e.g. torch.autograd.gradcheck.
+error ``O(h^2)`` for smooth ``f``; e.g. torch.autograd.gradcheck (which requires
+differentiability at the probed point).
 """
 
 from __future__ import annotations
@@ -153,21 +157,65 @@ def check_action_sampling(agent, rollouts: list[Rollout], parameters: dict, *, a
 
 def check_log_prob_gradient(agent, rollouts: list[Rollout], parameters: dict, *, seed: int,
                             n_samples: int = 1024, step: float = 1e-2, rtol: float = 0.05,
-                            atol: float = 5e-3) -> CheckResult:
-    """Autograd derivatives of the weighted log-density against central finite differences.
+                            atol: float = 5e-3, refinements: int = 2,
+                            kink_factor: float = 3.0, min_verified: float = 0.5
+                            ) -> CheckResult:
+    """Autograd derivatives of the weighted log-density against finite differences.
 
     For ``f(theta) = sum_i u_i log pi_theta(a_i | s_i)`` over ``n_samples`` stored samples
     (the first of the stored samples; ``u_i ~ N(0, 1)``: unweighted, the score's mean zero
-    would leave nothing to compare) and a
-    random unit direction ``v`` per parameter tensor, compares ``grad f . v`` (autograd) with
-    ``(f(theta + h v) - f(theta - h v)) / 2h``. The per-sample log-densities are summed in
-    float64; ``atol`` covers float32 rounding in ``log pi`` (about ``sqrt(B) * 1e-7 * |log pi|
-    / h``) and ``rtol`` the ``O(h^2)`` truncation error.
+    would leave nothing to compare) and a random unit direction ``v`` per parameter tensor,
+    the check evaluates ``f`` at the five points ``theta + k (h/2) v``, ``k = -2..2``, and
+    compares the autograd derivative ``d = grad f . v`` with the central difference at step
+    ``h/2``, ``D = (f(theta + h/2 v) - f(theta - h/2 v)) / h``. The per-sample log-densities
+    are summed in float64; ``atol`` (at ``h = step``; scaled by ``step / h`` at smaller steps)
+    covers float32 rounding in ``log pi`` and ``rtol`` the ``O(h^2)`` truncation error.
+
+    **Where the function is not differentiable.** Central differences agree with the
+    derivative only where ``f`` is smooth over the probed interval; a ReLU network's ``f``
+    has kinks (a hidden unit's pre-activation crossing zero for one sample) along nearly
+    every direction, and a kink inside ``[-h, h]`` moves ``D`` off ``d`` by up to half the
+    jump in slope. The same five points measure this: the four chord slopes
+    ``s_j = (f_{j+1} - f_j) / (h/2)`` of a smooth function lie on a line up to
+    ``O(h^2 f''')`` and the central differences at ``h`` and ``h/2`` agree up to the same
+    order, so the *roughness* ``r = max(|second differences of s|, |D_h - D_{h/2}|)`` is
+    at the rounding floor (measured at most 0.023 on SB3 tanh networks at ``h = 0.01``),
+    while a kink shows in it: one kink of slope jump ``c`` at ``t`` in ``(0, h/2)`` moves
+    ``D`` by ``c (1/2 - t/h)`` and the first second difference of the slopes by
+    ``c (1 - 2t/h)``, twice that (a kink in ``(h/2, h)`` moves ``D`` not at all). Kinks can
+    hide from one resolution -- two opposite jumps at ``+-t``, ``t << h``, move ``D`` by
+    about ``c`` and the slopes by only ``2ct/h`` -- but not from all: the probe is repeated
+    at ``h/4`` and ``h/16``, and such a narrow dip is seen at the finer step (or lies outside
+    it). Rule per direction, at steps ``h = step, step/4, ...`` (``refinements`` further
+    steps, default 2):
+
+    * ``|d - D| <= rtol * max(|d|, |D|) + atol`` at some step: verified (the earlier
+      mismatches were kinks);
+    * ``|d - D|`` above the tolerance and above ``kink_factor * r`` (default 3: a single
+      kink gives ``r >= 2 |d - D|``) at *every* step: the function is smooth where probed
+      and autograd disagrees with it at every resolution: **fail** (a parameter detached
+      from the graph gives ``d = 0`` against a clearly non-zero, step-consistent ``D``);
+    * otherwise: not differentiable where probed at these resolutions: excluded.
+
+    A tensor the density does not depend on (``d`` and every ``f`` difference zero, such as
+    the critic's parameters) is not counted. The verdict is **fail** on any disagreement,
+    **pass** when at least ``min_verified`` (default half) of the tensors the density depends
+    on were verified and the explanation names the excluded ones, and **inconclusive** when
+    fewer remain (never evidence of a defect).
 
     Returns
     -------
     CheckResult
         Fails naming the parameter with the largest discrepancy.
+
+    References
+    ----------
+    Finite-difference gradient checking and its failure at non-differentiable points:
+    torch.autograd.gradcheck (documented as requiring differentiable inputs); Nocedal &
+    Wright (2006), *Numerical Optimization*, 2nd ed., Sec. 8.1 (central differences, error
+    ``O(h^2)`` for smooth functions; finite differences at kinks); chord-slope second
+    differences as a smoothness test: the divided differences of Burden & Faires,
+    *Numerical Analysis*, Sec. 3.3.
     """
     import torch
 
@@ -182,8 +230,10 @@ def check_log_prob_gradient(agent, rollouts: list[Rollout], parameters: dict, *,
     def f() -> torch.Tensor:
         return (u * agent.distribution(obs_t).log_prob(act_t).double()).sum()
 
-    worst = (0.0, "", 0.0, 0.0)  # (|ad - fd| / allowed, name, ad, fd)
-    checked = 0
+    worst = (0.0, "", 0.0, 0.0, 0.0, step)  # (|d - D| / allowed, name, d, D, roughness, h)
+    verified: list[str] = []
+    refined = 0  # verified at a step below ``step`` (the first probe crossed a kink)
+    excluded: list[tuple[str, float, float, float, float]] = []  # name, d, D, r, h
     with parameters_set(agent, parameters) as live:
         names = list(live)
         params = [live[n] for n in names]
@@ -193,30 +243,70 @@ def check_log_prob_gradient(agent, rollouts: list[Rollout], parameters: dict, *,
             v = v / v.norm()
             ad = 0.0 if g is None else float((g.double() * v.double()).sum())
             base = p.detach().clone()
-            with torch.no_grad():
-                p.copy_(base + step * v)
-                f_plus = float(f())
-                p.copy_(base - step * v)
-                f_minus = float(f())
-                p.copy_(base)
-            fd = (f_plus - f_minus) / (2 * step)
-            if not (np.isfinite(ad) and np.isfinite(fd)):
-                return CheckResult(name, LAYER, "fail", "finite derivatives", "non-finite",
-                                   f"parameter {n}: autograd {ad}, finite difference {fd}")
-            ratio = abs(ad - fd) / (rtol * max(abs(ad), abs(fd)) + atol)
-            if ratio > worst[0]:
-                worst = (ratio, n, ad, fd)
-            checked += 1
-    if worst[0] > 1:
-        _, n, ad, fd = worst
-        why = (f"parameter {n}: autograd derivative {ad:.6g} along a random direction, finite "
-               f"difference {fd:.6g}")
+            h = step
+            smooth_mismatch = []  # per step: (|d - D| / allowed, D, roughness, h)
+            for attempt in range(refinements + 1):
+                fs = []
+                with torch.no_grad():
+                    for k in (-2, -1, 0, 1, 2):
+                        p.copy_(base + k * (h / 2) * v)
+                        fs.append(float(f()))
+                    p.copy_(base)
+                fs_a = np.array(fs)
+                fd = (fs_a[3] - fs_a[1]) / h
+                if not (np.isfinite(ad) and np.all(np.isfinite(fs_a))):
+                    return CheckResult(name, LAYER, "fail", "finite derivatives", "non-finite",
+                                       f"parameter {n}: autograd {ad}, log-density values "
+                                       f"{fs}")
+                if attempt == 0 and ad == 0.0 and not np.any(np.diff(fs_a)):
+                    break  # the density does not depend on this tensor
+                slopes = np.diff(fs_a) / (h / 2)
+                rough = max(float(np.abs(np.diff(slopes, 2)).max()),
+                            abs((fs_a[4] - fs_a[0]) / (2 * h) - fd))
+                err = abs(ad - fd)
+                allowed = rtol * max(abs(ad), abs(fd)) + atol * step / h
+                if err <= allowed:
+                    verified.append(n)
+                    refined += attempt > 0
+                    break
+                if err > kink_factor * rough:
+                    smooth_mismatch.append((err / allowed, fd, rough, h))
+                if attempt == refinements:
+                    if len(smooth_mismatch) == refinements + 1:  # confirmed at every step
+                        first = smooth_mismatch[0]
+                        if first[0] > worst[0]:
+                            worst = (first[0], n, ad, first[1], first[2], first[3])
+                    else:
+                        excluded.append((n, ad, fd, rough, h))
+                h /= 4
+    if worst[0] > 0:
+        _, n, ad, fd, rough, h = worst
+        why = (f"parameter {n}: autograd derivative {ad:.6g} along a random direction, central "
+               f"difference {fd:.6g} at step {h:g} where the log-density is smooth (roughness "
+               f"{rough:.3g}, under 1/{kink_factor:g} of the discrepancy), confirmed at "
+               f"{refinements} smaller steps")
         if abs(ad) <= atol < abs(fd):
             why += ("; reproduced by: the parameter is detached from the autograd graph "
                     "(the density depends on it, the gradient does not reach it)")
         return CheckResult(name, LAYER, "fail", f"{fd:.6g}", f"{ad:.6g}", why, tolerance=rtol)
+    dependent = len(verified) + len(excluded)
+    skipped = ""
+    if refined:
+        skipped = (f"; {refined} of them at a smaller step (the probe at step {step:g} was "
+                   f"not smooth: e.g. ReLU kinks)")
+    if excluded:
+        skipped += ("; excluded as not differentiable where probed (finite differences "
+                   "inconsistent down to the smallest step): " + ", ".join(
+                       f"{n} (autograd {d:.4g}, central difference {D:.4g}, roughness "
+                       f"{r:.3g} at step {h:g})" for n, d, D, r, h in excluded))
+    if dependent == 0 or len(verified) < min_verified * dependent:
+        return CheckResult(name, LAYER, "inconclusive",
+                           f"at least {min_verified:.0%} of {dependent} tensors verified",
+                           f"{len(verified)} verified",
+                           f"only {len(verified)} of the {dependent} parameter tensors the "
+                           f"log-density depends on could be compared with finite differences"
+                           f"{skipped}", tolerance=rtol)
     return CheckResult(name, LAYER, "pass", "finite differences", "matched",
                        f"autograd derivatives of the log-density match central finite "
-                       f"differences for all {checked} parameter tensors ({obs.shape[0]} "
-                       f"samples; largest discrepancy {worst[0]:.2f} of the allowed)",
-                       tolerance=rtol)
+                       f"differences for {len(verified)} of the {dependent} parameter tensors "
+                       f"it depends on ({obs.shape[0]} samples){skipped}", tolerance=rtol)
