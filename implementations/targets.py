@@ -92,6 +92,8 @@ class ImplementationTarget:
                                 if k in fields and getattr(config, k) is not None}
         if self.algorithm != "ppo":
             self.hyperparameters.pop("clip_range_vf", None)
+        if self.algorithm == "trpo":
+            self.hyperparameters["line_search"] = not getattr(config, "npg", False)
         # A2C and REINFORCE never normalize advantages: say so, so that doing it is a finding
         self.hyperparameters.setdefault("normalize_advantage", False)
         self.components = {**_COMMON_COMPONENTS, **_COMPONENTS[self.algorithm]}

@@ -1108,6 +1108,9 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
       on an ill-conditioned Fisher (Hopper late in training, ``pgtheory scale``) matches the
       float64 replay's direction to 1e-3 but its ``x^T (F + lambda I) x`` only to about 1%,
       which moves ``beta`` by more than ``length_tol``;
+    * a target declaring ``line_search=False`` (the natural policy gradient, Kakade 2001) must
+      take the full step (``j = 0``); its KL equals delta only to second order, so neither the
+      KL bound nor surrogate improvement is asserted for it;
     * the accepted step has batch mean KL <= delta and improves the surrogate; a rejected step
       (no move) is wrong when the full step was acceptable. Both KL directions are accepted:
       TRPO constrains ``KL(pi_old || pi_new)``, sb3-contrib's line search tests
@@ -1135,6 +1138,7 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
     lam = float(hp.get("cg_damping", 0.0) or 0.0)
     shrink = float(hp.get("line_search_shrinking_factor", 0.5))
     cg_iters = hp.get("cg_iters")
+    line_search = bool(hp.get("line_search", True))
     cg_x0_scale = float(hp.get("cg_x0_scale", 0.0) or 0.0)
     cg_res_tol = float(hp.get("cg_residual_tol", 0.0) or 0.0)
     widest = 0.0
@@ -1248,6 +1252,14 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
                                f"{c:.4g}", f"iteration {k}: step length {c:.4g} x is not "
                                f"beta c^j (j = {j:.3f}); {why}", tolerance=length_tol)
         max_dev = max(max_dev, dev)
+        if not line_search:  # natural policy gradient: the full step, KL = delta to 2nd order
+            if round(j) != 0:
+                return CheckResult(name, LAYER, "fail", f"the full step beta = {beta:.4g}",
+                                   f"{c:.4g}", f"iteration {k}: the target declares no line "
+                                   f"search, yet the step is beta c^{round(j)}",
+                                   tolerance=length_tol)
+            accepted += 1
+            continue
         theta1 = theta0 + step
         kl1 = min(kl_at(theta1), kl_at(theta1, reverse=True))
         if kl1 > delta * (1 + 1e-3) + 1e-7:

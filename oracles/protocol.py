@@ -89,6 +89,9 @@ HYPERPARAMETERS = {
     "cg_iters": "TRPO conjugate-gradient iterations (None: the step is checked against the "
                 "exact solve)",
     "line_search_shrinking_factor": "TRPO backtracking factor (default 0.5)",
+    "line_search": "TRPO backtracks on the exact KL and surrogate (default True); False: the "
+                   "natural policy gradient's full step beta x (Kakade 2001), whose KL is delta "
+                   "only to second order, so no KL bound is asserted",
     "cg_x0_scale": "TRPO starts CG from x0 ~ scale N(0, I) (sb3-contrib: 1e-4; default 0)",
     "cg_residual_tol": "TRPO's CG stops once |r|^2 < this absolute tolerance (sb3-contrib: "
                        "1e-10; default 0: only relative round-off)",

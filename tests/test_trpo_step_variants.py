@@ -96,3 +96,32 @@ def test_float32_band_is_small_for_a_well_conditioned_system():
     assert tol < 1e-9  # float32 rounding of a condition-3 system: far below the 1e-3 default
     tol_noisy = batch.cg_start_tolerance(H.__matmul__, b, 5, x, scale=1e-4, residual_tol=0.0)
     assert 1e-12 < tol_noisy < 1e-5
+
+
+NPG_RELU = dict(npg=True, activation="relu", hidden_sizes=(16, 8), max_kl=0.003388,
+                cg_damping=0.04038, cg_iters=15, gamma=0.849, gae_lambda=1.0,
+                learning_rate=0.001143, log_std_init=0.1988)
+
+
+def test_the_natural_policy_gradient_is_not_held_to_the_kl_bound():
+    # campaign:trpo:6 (seed 6): NPG's full step had batch KL 0.003556 > delta 0.003388 and was
+    # reported as "the line search does not check the KL"; NPG has no line search
+    from implementations.targets import target
+
+    npg = target("trpo", **NPG_RELU)
+    assert npg.hyperparameters["line_search"] is False
+    mdp = suite.oracle_mdp(0.849, 6)
+    agent = npg.make_agent(suite._env_fn(mdp, 6), seed=6, num_envs=4, num_steps=16)
+    its = [agent.iterate() for _ in range(3)]
+    assert batch.check_trpo_steps(agent, its, hp=npg.hyperparameters).verdict == "pass"
+    # the same steps judged as TRPO's (a line search declared): at least one exceeds delta
+    as_trpo = {**npg.hyperparameters, "line_search": True}
+    res = batch.check_trpo_steps(agent, its, hp=as_trpo)
+    assert res.verdict == "fail" and "does not check the KL" in res.explanation, res
+    # an NPG step shortened as one backtrack would is not the declared full step
+    c = npg.hyperparameters["line_search_shrinking_factor"]
+    half = [dataclasses.replace(it, parameters_after={
+        n: p0 + c * (it.parameters_after[n] - p0)
+        for n, p0 in it.parameters_at_collection.items()}) for it in its]
+    res = batch.check_trpo_steps(agent, half, hp=npg.hyperparameters)
+    assert res.verdict == "fail" and "no line search" in res.explanation, res
