@@ -164,7 +164,8 @@ class AuditReport:
         unsure = [r for r in self.results if r.verdict == "inconclusive"]
         counts = {v: sum(r.verdict == v for r in self.results) for v in VERDICTS}
         head = (f"{counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} "
-                f"inconclusive, {counts['error']} errors, {counts['skip']} not applicable "
+                f"inconclusive, {counts['error']} error{'s' * (counts['error'] != 1)}, "
+                f"{counts['skip']} skipped (not applicable or not run: the rows say why) "
                 f"in {self.seconds:.1f} s.")
         lines = [head]
         if errored:
@@ -179,10 +180,15 @@ class AuditReport:
             lines.append("Inconclusive (the check's premise did not hold; not a defect):")
             lines += [f"  - {r.name}: {r.explanation}" for r in unsure]
         if not failed:
-            if not errored:
-                lines.append("No check found a defect: the implementation computes what the "
-                             "theory says on the oracle environments, within the stated "
-                             "tolerances and false-positive rates.")
+            if not errored and counts["pass"]:
+                lines.append(f"No check found a defect: in the {counts['pass']} checks that "
+                             f"passed the implementation computes what the theory says on the "
+                             f"oracle environments, within the stated tolerances and "
+                             f"false-positive rates"
+                             + (f"; {len(unsure)} could not judge it (above)." if unsure
+                                else "."))
+            elif not errored:
+                lines.append("No check passed: nothing was verified.")
             return lines
         lines.append("What is wrong:")
         for r in failed:
@@ -293,14 +299,14 @@ def format_report(report: AuditReport, *, verbose: bool = False) -> str:
     out += [head, "-" * len(head)]
     hidden = [r for r in report.results if r.layer == "components" and r.verdict == "skip"]
     if hidden:
-        out.append(f"{'components.*':<37} {'N/A':<12} {len(hidden)} component checks: the "
+        out.append(f"{'components.*':<37} {'SKIP':<12} {len(hidden)} component checks: the "
                    f"target exposes no pure functions for them")
     for r in report.results:
         if r in hidden:
             continue
         tol = (f"p={r.p_value:.2g}" if r.p_value is not None
                else f"{r.tolerance:.0e}" if r.tolerance is not None else "")
-        verdict = "N/A" if r.verdict == "skip" else r.verdict.upper()
+        verdict = r.verdict.upper()
         out.append(f"{r.name:<37} {verdict:<12} {_cell(r.expected, 26):<26} "
                    f"{_cell(r.observed, 26):<26} {tol:>9}")
         if verbose and r.verdict in ("pass", "skip"):

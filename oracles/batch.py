@@ -1142,7 +1142,7 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
     cg_x0_scale = float(hp.get("cg_x0_scale", 0.0) or 0.0)
     cg_res_tol = float(hp.get("cg_residual_tol", 0.0) or 0.0)
     widest = 0.0
-    accepted = rejected = 0
+    accepted = rejected = unidentifiable = 0
     max_dev = 0.0
     kl_source = ""
     for k, it in enumerate(iterations):
@@ -1213,6 +1213,12 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
             dir_tol = max(direction_tol, cg_start_tolerance(
                 matvec, g, int(cg_iters), x, scale=cg_x0_scale, residual_tol=cg_res_tol,
                 seed=k))
+            cos_gx = float(g @ x) / (np.linalg.norm(g) * np.linalg.norm(x))
+            if cos_gx >= 1 - dir_tol and cos >= 1 - dir_tol:
+                # the rounding band also holds the vanilla gradient: at this conditioning the
+                # step's direction cannot tell F^-1 g from g; this iteration is not judged
+                unidentifiable += 1
+                continue
         if cos < 1 - dir_tol:
             cos_g = float(step @ g) / (np.linalg.norm(step) * np.linalg.norm(g))
             why = ("reproduced by: a step along the vanilla gradient g instead of F^-1 g "
@@ -1233,6 +1239,9 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
         if dir_tol > direction_tol:
             widest = max(widest, dir_tol)
         c = float(step @ x) / float(x @ x)
+        if c <= 0:  # within a wide rounding band a step may not project positively on x
+            unidentifiable += 1
+            continue
         j = math.log(c / beta) / math.log(shrink)
         dev = abs(j - round(j))
         # the step's own length: 1/2 d^T (F + lambda I) d = delta c^(2j) for an integer j
@@ -1272,6 +1281,12 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
                                f"{surr_at(theta1) - s0:.3g}",
                                f"iteration {k}: the accepted step decreases the surrogate")
         accepted += 1
+    if accepted + rejected == 0 and unidentifiable:
+        return CheckResult(name, LAYER, "inconclusive", "a TRPO step along F^-1 g",
+                           "not identifiable", f"{unidentifiable} step(s): the float32 "
+                           f"rounding band of the truncated CG also holds the vanilla "
+                           f"gradient, so the direction cannot be judged at this "
+                           f"conditioning", tolerance=direction_tol)
     if accepted + rejected == 0:
         return CheckResult(name, LAYER, "skip", "a TRPO step", "none",
                            "no iteration had a non-zero surrogate gradient")
@@ -1279,6 +1294,8 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
                        f"{accepted} accepted steps along (F + {lam} I)^-1 g with length "
                        f"beta c^j (max |j - round(j)| {max_dev:.2g}) and batch KL <= {delta}; "
                        f"{rejected} correctly rejected; Fisher and KL from {kl_source}"
+                       + (f"; {unidentifiable} step(s) not judged (rounding band holds the "
+                          f"vanilla gradient)" if unidentifiable else "")
                        + (f"; direction tolerance widened to {widest:.2g} by float32 replays "
                           f"of the truncated CG" + (f" from random starts (scale "
                                                     f"{cg_x0_scale:g})" if cg_x0_scale else "")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 from collections.abc import Callable
 
 import numpy as np
@@ -260,7 +259,7 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
         raise
     except Exception as exc:
         out = _error_all(names, f"on the LQR environment the agent raised {exc!r} after "
-                                f"{len(iterations)} iteration(s)", exc)
+                                f"{len(iterations)} iteration(s)", exc, locals().get("agent"))
         return {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
     gamma, lam = float(hp["gamma"]), float(hp.get("gae_lambda", 1.0))
     out = _batch_checks(agent, iterations, hp, algo, gamma, lam, seed=cfg.seed)
@@ -274,38 +273,66 @@ def _skip(name: str, reason: str) -> CheckResult:
 
 
 def raised_where(exc: BaseException) -> str:
-    """Where ``exc`` was raised: ``file.py:LINE in FUNCTION`` of the innermost frame."""
+    """Where ``exc`` was raised, for a report: the innermost frame outside installed libraries
+    (site-packages: torch, numpy, gymnasium), plus the innermost frame when it differs.
+
+    A frame in this package (``oracles/``) is called the oracle harness's, so that a harness
+    bug is not reported as the target's crash.
+    """
     import os
     import traceback
 
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return "unknown location"
-    f = frames[-1]
-    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+
+    def fmt(f) -> str:
+        return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+
+    own = [f for f in frames if "site-packages" not in f.filename
+           and "dist-packages" not in f.filename]
+    where = own[-1] if own else frames[-1]
+    here = os.path.dirname(os.path.abspath(__file__))
+    text = fmt(where)
+    if os.path.dirname(os.path.abspath(where.filename)) == here:
+        text = f"the oracle harness, {text} (please report it)"
+    if where is not frames[-1]:
+        text += f", inside {fmt(frames[-1])}"
+    return text
 
 
-_NON_FINITE = re.compile(r"\bnan\b|\binf\b|invalid values", re.IGNORECASE)
+def non_finite_parameters(agent) -> list[str]:
+    """Names of the agent's parameters holding NaN or inf (empty when it has none or none
+    can be read)."""
+    try:
+        import torch
+
+        named = agent.named_parameters()
+        return [n for n, p in named.items() if not bool(torch.isfinite(p.detach()).all())]
+    except Exception:  # the agent may be half-built: no evidence either way
+        return []
 
 
-def _error_all(names: list[str], why: str, exc: BaseException | None = None) -> dict[
-        str, CheckResult]:
+def _error_all(names: list[str], why: str, exc: BaseException | None = None,
+               agent=None) -> dict[str, CheckResult]:
     """Verdict ``error`` for ``names``: the target's own code raised (not a defect verdict).
 
-    One exception is evidence of a defect and gives ``fail``: the target raised on non-finite
-    values it computed itself (the message names NaN/inf or invalid values, as torch's
-    distribution validation does). The oracle environments' rewards, observations and time
-    limits are bounded, so a correct implementation never produces them there (BUGS.md:
-    advantage normalization of a single sample).
+    One crash is evidence of a defect and gives ``fail``: the target raised after its own
+    update made its parameters NaN/inf (checked on ``agent``, not read from the message).
+    The oracle environments' rewards, observations and time limits are bounded and the
+    checks' inputs are finite, so NaN parameters come from the target's computation (BUGS.md:
+    advantage normalization of a single sample); it must report NaN, not propagate it.
     """
     verdict = "error"
+    bad = non_finite_parameters(agent) if agent is not None else []
+    if bad:
+        verdict = "fail"
+        why = (f"the target's parameters became NaN/inf ({', '.join(bad[:3])}"
+               f"{', ...' if len(bad) > 3 else ''}) and then {why}; NaN must be reported, "
+               f"not propagated")
     if exc is not None:
-        if _NON_FINITE.search(str(exc)):
-            verdict = "fail"
-            why = (f"non-finite values (NaN/inf) inside the target: {why}; NaN must be "
-                   f"reported, not propagated")
+        why = why if len(why) <= 400 else why[:400] + "...)"
         why = f"{why} (raised at {raised_where(exc)})"
-    why = why if len(why) <= 400 else why[:400] + "...)"
     return {n: CheckResult(n, n.split(".")[0], verdict, "the agent runs", "raised", why)
             for n in names}
 
@@ -402,7 +429,8 @@ def run_suite(target, *, config: SuiteConfig | None = None,
         raise
     except Exception as exc:
         results.update(_error_all(later, f"building or iterating the agent raised {exc!r} "
-                                         f"after {len(iterations)} iteration(s)", exc))
+                                         f"after {len(iterations)} iteration(s)", exc,
+                                  locals().get("agent")))
         if iterations:  # what was recorded before the crash is still checked
             results.update(_batch_checks(agent, iterations, hp, algo, gamma, lam, failed_only=True,
                                           seed=cfg.seed))
@@ -480,7 +508,7 @@ def _policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
     except Exception as exc:
         out = _error_all(names, f"on the bounded LQR environment with perturbed parameters "
                                 f"the agent raised {exc!r} after {len(rollouts)} "
-                                f"collection(s)", exc)
+                                f"collection(s)", exc, locals().get("agent"))
         return {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
     return {n: dataclasses.replace(r, name=n, explanation=f"LQR (Gaussian policy, perturbed "
                                                           f"parameters): {r.explanation}")
@@ -489,7 +517,7 @@ def _policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
 
 #: Optimizer steps per iteration checked by the given-the-batch gradient checks: beyond it a
 #: seeded sample is checked (the first FIRST_UPDATES steps always, where ratio-is-one defects
-#: show), and the result says how many.
+#: show, and the last, often a short minibatch), and the result says how many.
 MAX_CHECKED_UPDATES = 64
 FIRST_UPDATES = 2
 
@@ -498,9 +526,9 @@ def sample_updates(iterations: list[Iteration], *, max_updates: int = MAX_CHECKE
                    seed: int = 0) -> tuple[list[Iteration], int, int]:
     """Each iteration with at most ``max_updates`` of its optimizer steps (a seeded sample).
 
-    The first :data:`FIRST_UPDATES` steps are always kept and the rest drawn uniformly without
-    replacement; kept steps carry their recorded position in ``Update.index`` and stay in
-    order. Steps tagged ``"actor"`` (a TRPO step) are always kept.
+    The first :data:`FIRST_UPDATES` steps and the last are always kept and the rest drawn
+    uniformly without replacement; kept steps carry their recorded position in
+    ``Update.index`` and stay in order. Steps tagged ``"actor"`` (a TRPO step) are always kept.
 
     Returns
     -------
@@ -516,7 +544,8 @@ def sample_updates(iterations: list[Iteration], *, max_updates: int = MAX_CHECKE
             out.append(it)
             kept += len(ups)
             continue
-        must = {j for j, u in enumerate(ups) if j < FIRST_UPDATES or u.tag == "actor"}
+        must = {j for j, u in enumerate(ups)
+                if j < FIRST_UPDATES or j == len(ups) - 1 or u.tag == "actor"}
         rest = [j for j in range(len(ups)) if j not in must]
         n_more = max(max_updates - len(must), 0)
         chosen = sorted(must | {int(j) for j in rng.choice(rest, size=n_more, replace=False)})
@@ -599,7 +628,8 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     except Exception as exc:
         return _error_all(["in_expectation.advantages", "in_expectation.returns",
                            "in_expectation.policy_gradient"],
-                          f"a fresh agent raised {exc!r} during the in-expectation trials", exc)
+                          f"a fresh agent raised {exc!r} during the in-expectation trials", exc,
+                          locals().get("a"))
     if len(shapes) != 1:
         return _error_all(["in_expectation.advantages", "in_expectation.returns",
                             "in_expectation.policy_gradient"],
@@ -665,7 +695,8 @@ def _training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResul
     except Exception as exc:
         return _error_all(["update_level.improvement", "update_level.convergence",
                            "update_level.critic"],
-                          f"training on probe 5 raised {exc!r} after {steps} env steps", exc)
+                          f"training on probe 5 raised {exc!r} after {steps} env steps", exc,
+                          locals().get("agent"))
     budget = f", after {steps} env steps on probe 5"
     # not converging in the budget fails only where the caller requires it (the pytest suite);
     # in the audit it is inconclusive (check_convergence)

@@ -139,6 +139,12 @@ def _audit(args: argparse.Namespace) -> int:
         names = stages(target, audit_config(args.seed, args.quick))
     except TargetProtocolError as exc:
         print(f"pgtheory audit: error: {exc}", file=sys.stderr)
+        if args.json:  # the record says why, for scripts that read it
+            from oracles.audit import AuditReport
+
+            write_json(AuditReport(target=args.target or "sb3:PPO", error=str(exc), exit_code=2,
+                                   default_used=args.target is None, seed=args.seed,
+                                   quick=args.quick), args.json)
         return 2
     bar = tqdm(total=len(names), desc="starting", unit="stage", file=sys.stderr,
                disable=args.no_progress, leave=False,
