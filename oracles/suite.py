@@ -579,8 +579,46 @@ def _batch_checks(agent, iterations, hp, algo, gamma, lam, *,
     return {k: v for k, v in out.items() if not failed_only or v.verdict == "fail"}
 
 
+#: Seed offset of the confirmation trials of :func:`_expectation_checks`.
+CONFIRMATION_SEED = 100_003
+
+
 def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
                         algo: str) -> dict[str, CheckResult]:
+    """The in-expectation checks, with a confirmation on fresh trials before any FAIL.
+
+    A statistical check that rejects at its rate ``alpha / 3`` is run again on independent
+    trials (agents and directions seeded ``CONFIRMATION_SEED`` apart, same sizes); it fails
+    only when the confirmation rejects too, and is inconclusive (both p-values given)
+    otherwise. Under correctness the two runs are independent, so a FAIL's false-positive rate
+    is at most ``(alpha / 3)^2`` per check; a defect with a detectable bias rejects again with
+    high probability (the kill matrix measures it). Found necessary by the configuration
+    campaign: ``campaign:ppo:9`` rejected once at p = 0.00022 (its stated rate 3.3e-4) and
+    passed at p = 0.87 on four times the trials.
+    """
+    first = _expectation_trials(target, agent, mdp, env_fn, cfg, hp, algo, 0)
+    if not any(r.verdict == "fail" and r.p_value is not None for r in first.values()):
+        return first
+    again = _expectation_trials(target, agent, mdp, env_fn, cfg, hp, algo, CONFIRMATION_SEED)
+    out = {}
+    for name, r in first.items():
+        c = again.get(name)
+        if r.verdict != "fail" or r.p_value is None:
+            out[name] = r
+        elif c is not None and c.verdict == "fail":
+            out[name] = dataclasses.replace(r, explanation=f"{r.explanation}; confirmed on "
+                                            f"independent trials (p = {c.p_value:.2g})")
+        else:
+            cp = "n/a" if c is None or c.p_value is None else f"{c.p_value:.2g}"
+            out[name] = dataclasses.replace(
+                r, verdict="inconclusive", explanation=f"rejected at p = {r.p_value:.2g} but "
+                f"not confirmed on independent trials (p = {cp}): a chance rejection at the "
+                f"stated rate is the likely reason; first run: {r.explanation}")
+    return out
+
+
+def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
+                        algo: str, offset: int) -> dict[str, CheckResult]:
     import torch
 
     S = mdp.n_states
@@ -602,7 +640,8 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
             # one fresh buffer per trial: agents that can collect from fresh resets without
             # updating are built once; others are built anew and run one iteration
             if a is None or not callable(getattr(a, "collect", None)):
-                a = target.make_agent(env_fn, seed=cfg.seed + 1 + i, num_envs=cfg.num_envs,
+                a = target.make_agent(env_fn, seed=cfg.seed + offset + 1 + i,
+                                      num_envs=cfg.num_envs,
                                       num_steps=cfg.num_steps)
             restore(a.named_parameters(), snap)
             r = a.collect() if callable(getattr(a, "collect", None)) else a.iterate().rollout
@@ -655,7 +694,8 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     alternative = expectation.expected_loss_gradient(mdp, pi, values, G,
                                                      gamma_t_weighting=not weighting, **kw)
     out["in_expectation.policy_gradient"] = expectation.check_gradient_expectation(
-        np.array(grads), expected, alternative=alternative, alpha=cfg.alpha / 3, seed=cfg.seed)
+        np.array(grads), expected, alternative=alternative, alpha=cfg.alpha / 3,
+        seed=cfg.seed + offset)
     return out
 
 
