@@ -9,11 +9,11 @@ of 6 steps and the target's gamma (seeded by ``seed``), so episode ends, truncat
 ends all occur in every rollout; agents are asked for 4 environments x 16 steps per iteration.
 Convergence is tested on probe environment 5 (observation- and action-dependent reward).
 The three statistical checks of the tabular layers share the suite's false-positive budget
-``alpha = 0.01``: each runs at ``alpha / 3`` (Bonferroni, the first step of Holm), so a correct
-target fails any of them with probability at most ``alpha``. Targets with continuous actions get
-a fourth, the action-sampling test of :mod:`oracles.policy_head`, also at ``alpha / 3`` (it was
-added later and the others were not made stricter): their family-wise rate is at most
-``4 alpha / 3``.
+``alpha = 0.01``: each rejects at ``alpha / 3`` (Bonferroni, the first step of Holm), and a
+rejection becomes a FAIL only when a confirmation on independent trials rejects too
+(:func:`_expectation_checks`), so a correct target fails any of them with probability at most
+``3 (alpha / 3)^2``. Targets with continuous actions get a fourth, the action-sampling test of
+:mod:`oracles.policy_head`, at ``alpha / 3`` without confirmation.
 """
 
 from __future__ import annotations
