@@ -658,6 +658,13 @@ def _kill_sections(mutants, mrecs, killable, done, killed) -> list[str]:
         only = [n for n, ls in layers_of.items() if ls == {layer}]
         lines.append(f"| {layer} | {len(flagged)} | {len(only)}"
                      + (f" ({', '.join(f'`{n}`' for n in only)})" if only else "") + " |")
+    training = {"update_level.improvement", "update_level.convergence", "update_level.critic"}
+    on_training = [m.name for m in killed
+                   if {n for n, _ in mrecs[m.name]["flagged"]} <= training]
+    names = ", ".join(sorted(training))
+    lines += ["", f"Kills resting only on the training-outcome checks ({names}, which state "
+              f"no false-positive rate): {len(on_training)}"
+              + (f" ({', '.join(f'`{n}`' for n in on_training)})" if on_training else "") + "."]
     lines += ["", "## Kill rate per bug class", "",
               "| class (`shared/BUGS.md`) | mutants | killed | equivalent (argued) |",
               "|---|---|---|---|"]
