@@ -76,10 +76,39 @@ def parse_overrides(items: list[str] | None, config_class) -> dict:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = {"none": None, "true": True, "false": False}.get(raw.lower(), raw)
-        if key == "hidden_sizes":
-            value = tuple(value) if isinstance(value, list) else value
-        out[key] = value
+        out[key] = _typed(key, raw, value, str(fields[key].type))
     return out
+
+
+def _typed(key: str, raw: str, value, annotation: str):
+    """``value`` as the configuration field's type (annotation text), or ConfigError."""
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"--set {key}: expected {expected}, received {raw!r}")
+
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise bad(f"a value of type {annotation}")
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if annotation == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if annotation.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise bad("a number" + (" or none" if "None" in annotation else ""))
+        return float(value)
+    if annotation == "tuple":
+        if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise bad("a list of integers such as [64,64] or []")
+        return tuple(value)
+    if annotation == "str" and not isinstance(value, str):
+        raise bad("a string")
+    return value
 
 
 def train(algorithm: str, env_id: str, *, total_steps: int = 1_000_000, seed: int = 0,
