@@ -249,6 +249,7 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
     """
     names = [n for n, why in planned if n.endswith(LQR_SUFFIX) and why is None]
     iterations: list[Iteration] = []
+    agent = None
     try:
         agent = _validate_agent(target.make_agent(lqr_env_fn(), seed=cfg.seed,
                                                   num_envs=cfg.num_envs,
@@ -259,7 +260,7 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
         raise
     except Exception as exc:
         out = _error_all(names, f"on the LQR environment the agent raised {exc!r} after "
-                                f"{len(iterations)} iteration(s)", exc, locals().get("agent"))
+                                f"{len(iterations)} iteration(s)", exc, agent)
         return {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
     gamma, lam = float(hp["gamma"]), float(hp.get("gae_lambda", 1.0))
     out = _batch_checks(agent, iterations, hp, algo, gamma, lam, seed=cfg.seed)
@@ -419,6 +420,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     later = [n for n, why in planned if why is None and not n.startswith("components.")
              and "@" not in n]
     iterations: list[Iteration] = []
+    agent = None
     try:
         agent = _validate_agent(target.make_agent(env_fn, seed=cfg.seed, num_envs=cfg.num_envs,
                                                   num_steps=cfg.num_steps))
@@ -430,7 +432,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     except Exception as exc:
         results.update(_error_all(later, f"building or iterating the agent raised {exc!r} "
                                          f"after {len(iterations)} iteration(s)", exc,
-                                  locals().get("agent")))
+                                  agent))
         if iterations:  # what was recorded before the crash is still checked
             results.update(_batch_checks(agent, iterations, hp, algo, gamma, lam, failed_only=True,
                                           seed=cfg.seed))
@@ -484,6 +486,7 @@ def _policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
     names = [f"{n}{LQR_SUFFIX}" for n in POLICY_HEAD_CHECKS]
     seed = cfg.seed + 7919
     rollouts = []
+    agent = None
     try:
         agent = _validate_agent(target.make_agent(lqr_env_fn(policy_head.SAMPLING_BOUND),
                                                   seed=seed, num_envs=SAMPLING_ENVS,
@@ -508,7 +511,7 @@ def _policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
     except Exception as exc:
         out = _error_all(names, f"on the bounded LQR environment with perturbed parameters "
                                 f"the agent raised {exc!r} after {len(rollouts)} "
-                                f"collection(s)", exc, locals().get("agent"))
+                                f"collection(s)", exc, agent)
         return {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
     return {n: dataclasses.replace(r, name=n, explanation=f"LQR (Gaussian policy, perturbed "
                                                           f"parameters): {r.explanation}")
@@ -634,8 +637,8 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     weighting = bool(hp.get("gamma_t_weighting", False))
     gamma_w = float(hp["gamma"])
     i = steps = 0
+    a = None
     try:
-        a = None
         while i < cfg.max_trials and (i < cfg.n_trials or steps < cfg.trial_steps):
             # one fresh buffer per trial: agents that can collect from fresh resets without
             # updating are built once; others are built anew and run one iteration
@@ -668,7 +671,7 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
         return _error_all(["in_expectation.advantages", "in_expectation.returns",
                            "in_expectation.policy_gradient"],
                           f"a fresh agent raised {exc!r} during the in-expectation trials", exc,
-                          locals().get("a"))
+                          a)
     if len(shapes) != 1:
         return _error_all(["in_expectation.advantages", "in_expectation.returns",
                             "in_expectation.policy_gradient"],
@@ -712,6 +715,7 @@ def _training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResul
     mdp = probe_mdp(5, gamma=gamma)
     env_fn = _env_fn(mdp, cfg.time_limit)
     steps = n_updates = 0
+    agent = None
     try:
         agent = target.make_agent(env_fn, seed=cfg.seed, num_envs=cfg.num_envs,
                                   num_steps=cfg.num_steps)
@@ -736,7 +740,7 @@ def _training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResul
         return _error_all(["update_level.improvement", "update_level.convergence",
                            "update_level.critic"],
                           f"training on probe 5 raised {exc!r} after {steps} env steps", exc,
-                          locals().get("agent"))
+                          agent)
     budget = f", after {steps} env steps on probe 5"
     # not converging in the budget fails only where the caller requires it (the pytest suite);
     # in the audit it is inconclusive (check_convergence)
