@@ -2,8 +2,8 @@
 
 Read top to bottom: the configuration, the agent (its advantage estimate and its update), the
 oracle target. Shared pieces (collection, networks, the protocol) are in
-:mod:`implementations.common`; every loss and estimator is a function of
-:mod:`implementations.core` with its own component check.
+:mod:`pgtheory.implementations.common`; every loss and estimator is a function of
+:mod:`pgtheory.implementations.core` with its own component check.
 
 Implementation details and their sources
 ----------------------------------------
@@ -24,9 +24,8 @@ import dataclasses
 
 import numpy as np
 import torch
-
-from implementations import core
-from implementations.common import Agent, Batch, CommonConfig, ConfigError
+from pgtheory.implementations import core
+from pgtheory.implementations.common import Agent, Batch, CommonConfig, ConfigError
 
 __all__ = ["A2CAgent", "A2CConfig", "target"]
 
@@ -35,7 +34,7 @@ __all__ = ["A2CAgent", "A2CConfig", "target"]
 class A2CConfig(CommonConfig):
     """A2C settings (defaults: Mnih et al. 2016 / OpenAI baselines a2c).
 
-    Attributes (beyond :class:`~implementations.common.CommonConfig`)
+    Attributes (beyond :class:`~pgtheory.implementations.common.CommonConfig`)
     ---------------------------------------------------------------
     optimizer : {"rmsprop", "adam"}
     rmsprop_alpha : float
@@ -91,15 +90,15 @@ class A2CAgent(Agent):
 
 
 def target(**overrides):
-    """This A2C as an oracle target (:mod:`oracles.protocol`): the default configuration sized
-    for the oracle environments (:data:`implementations.targets.ORACLE_SETTINGS`), then
-    ``overrides``.
+    """This A2C as an oracle target (:mod:`pgtheory.oracles.protocol`): the default configuration
+    sized for the oracle environments (:data:`pgtheory.implementations.targets.ORACLE_SETTINGS`),
+    then ``overrides``.
 
     Raises
     ------
     ConfigError
         An unknown setting or an invalid value.
     """
-    from implementations.targets import target as _target
+    from pgtheory.implementations.targets import target as _target
 
     return _target("a2c", **overrides)

@@ -1,8 +1,10 @@
 """What the four algorithms share: configuration, environments, networks, collection, protocol.
 
-The algorithm files (:mod:`~implementations.reinforce`, :mod:`~implementations.a2c`,
-:mod:`~implementations.trpo`, :mod:`~implementations.ppo`) subclass :class:`Agent` and write only
-what differs: their configuration defaults, their advantage estimate and their update.
+The algorithm files (:mod:`~pgtheory.implementations.reinforce`,
+:mod:`~pgtheory.implementations.a2c`,
+:mod:`~pgtheory.implementations.trpo`, :mod:`~pgtheory.implementations.ppo`) subclass :class:`Agent`
+and write only what differs: their configuration defaults, their advantage estimate and their
+update.
 
 Environments
 ------------
@@ -27,7 +29,7 @@ Details of Proximal Policy Optimization" (ICLR blog track).
 
 Protocol
 --------
-:class:`Agent` follows :mod:`oracles.protocol` (``distribution``, ``value``,
+:class:`Agent` follows :mod:`pgtheory.oracles.protocol` (``distribution``, ``value``,
 ``named_parameters``, ``iterate``, ``collect``), so every algorithm is an oracle target.
 """
 
@@ -41,10 +43,10 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 import torch
+from pgtheory.implementations import core
+from pgtheory.oracles.protocol import Iteration, Rollout, StepRecorder, snapshot
 from torch import nn
 
-from implementations import core
-from oracles.protocol import Iteration, Rollout, StepRecorder, snapshot
 from pgtheory.errors import InvalidArgumentError
 
 __all__ = ["Agent", "Batch", "CommonConfig", "ConfigError", "TrainingDivergedError", "find_wrapper",
@@ -155,7 +157,7 @@ def make_env_fn(env_id: str, config: CommonConfig | None = None, *,
     ConfigError
         ``env_id`` is not a registered gymnasium id (checked now, not at the first call).
     """
-    import oracles.envs  # noqa: F401  (registers the pgtheory/ tabular environments)
+    import pgtheory.oracles.envs  # noqa: F401  (registers the pgtheory/ tabular environments)
 
     try:
         gym.spec(env_id)
@@ -268,8 +270,9 @@ class Agent:
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"``; networks and updates run there, envs on the CPU.
     record : bool
-        Record every optimizer step for the oracles (:class:`oracles.protocol.StepRecorder`);
-        off in long training runs unless monitored.
+        Record every optimizer step for the oracles
+        (:class:`pgtheory.oracles.protocol.StepRecorder`); off in long training runs unless
+        monitored.
 
     Raises
     ------
@@ -366,7 +369,7 @@ class Agent:
         return a.cpu().numpy()
 
     def iterate(self) -> Iteration:
-        """One collection and one update, recorded (:class:`oracles.protocol.Iteration`)."""
+        """One collection and one update, recorded as an ``Iteration`` for the oracles."""
         before = snapshot(self.named_parameters()) if self.recorder else {}
         batch = self.rollout(fresh=self.collection == "reset")
         self.stats = self.update(batch)

@@ -1,8 +1,8 @@
 """The shared core of the implementations: pure torch functions, each validated by an oracle.
 
 Every function here is what the algorithm files call, and every one has a component check in
-:mod:`oracles.components` (the algorithm files' ``target()`` expose them to the oracles under the
-keys of :data:`oracles.protocol.COMPONENT_KEYS`). Nothing here holds state.
+:mod:`pgtheory.oracles.components` (the algorithm files' ``target()`` expose them to the oracles
+under the keys of :data:`pgtheory.oracles.protocol.COMPONENT_KEYS`). Nothing here holds state.
 
 Conventions: rollouts are time-major tensors of shape ``(T, N)``; ``next_values[t]`` is the
 critic's value of the true next observation ``s_{t+1}`` (the final observation where an

@@ -2,8 +2,8 @@
 
 Read top to bottom: the configuration, the agent (its advantage estimate and its update), the
 oracle target. Shared pieces (collection, networks, the protocol) are in
-:mod:`implementations.common`; every loss and estimator is a function of
-:mod:`implementations.core` with its own component check.
+:mod:`pgtheory.implementations.common`; every loss and estimator is a function of
+:mod:`pgtheory.implementations.core` with its own component check.
 
 Implementation details and their sources
 ----------------------------------------
@@ -23,7 +23,7 @@ Implementation details and their sources
   mean k3 estimate of ``KL(pi_old || pi)`` exceeds ``target_kl`` (J. Schulman, "Approximating
   KL Divergence", 2020).
 * Orthogonal initialization, state-independent log-std, opt-in observation normalization and
-  reward scaling wrappers: see :mod:`implementations.common`.
+  reward scaling wrappers: see :mod:`pgtheory.implementations.common`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ import dataclasses
 
 import numpy as np
 import torch
-
-from implementations import core
-from implementations.common import Agent, Batch, CommonConfig, ConfigError
+from pgtheory.implementations import core
+from pgtheory.implementations.common import Agent, Batch, CommonConfig, ConfigError
 
 __all__ = ["PPOAgent", "PPOConfig", "target"]
 
@@ -43,7 +42,7 @@ __all__ = ["PPOAgent", "PPOConfig", "target"]
 class PPOConfig(CommonConfig):
     """PPO settings (defaults: the MuJoCo settings of Schulman et al. 2017, Table 3).
 
-    Attributes (beyond :class:`~implementations.common.CommonConfig`)
+    Attributes (beyond :class:`~pgtheory.implementations.common.CommonConfig`)
     ---------------------------------------------------------------
     n_epochs, n_minibatches : int
         Passes over the batch and minibatches per pass.
@@ -173,15 +172,15 @@ class PPOAgent(Agent):
 
 
 def target(**overrides):
-    """This PPO as an oracle target (:mod:`oracles.protocol`): the default configuration sized
-    for the oracle environments (:data:`implementations.targets.ORACLE_SETTINGS`), then
-    ``overrides``.
+    """This PPO as an oracle target (:mod:`pgtheory.oracles.protocol`): the default configuration
+    sized for the oracle environments (:data:`pgtheory.implementations.targets.ORACLE_SETTINGS`),
+    then ``overrides``.
 
     Raises
     ------
     ConfigError
         An unknown setting or an invalid value.
     """
-    from implementations.targets import target as _target
+    from pgtheory.implementations.targets import target as _target
 
     return _target("ppo", **overrides)

@@ -2,8 +2,8 @@
 
 Read top to bottom: the configuration, the agent (its advantage estimate and its update), the
 oracle target. Shared pieces (collection, networks, the protocol) are in
-:mod:`implementations.common`; every loss and estimator is a function of
-:mod:`implementations.core` with its own component check.
+:mod:`pgtheory.implementations.common`; every loss and estimator is a function of
+:mod:`pgtheory.implementations.core` with its own component check.
 
 Implementation details and their sources
 ----------------------------------------
@@ -33,9 +33,8 @@ import dataclasses
 
 import numpy as np
 import torch
-
-from implementations import core
-from implementations.common import Agent, Batch, CommonConfig, ConfigError
+from pgtheory.implementations import core
+from pgtheory.implementations.common import Agent, Batch, CommonConfig, ConfigError
 
 __all__ = ["REINFORCEAgent", "REINFORCEConfig", "target"]
 
@@ -44,7 +43,7 @@ __all__ = ["REINFORCEAgent", "REINFORCEConfig", "target"]
 class REINFORCEConfig(CommonConfig):
     """REINFORCE settings.
 
-    Attributes (beyond :class:`~implementations.common.CommonConfig`)
+    Attributes (beyond :class:`~pgtheory.implementations.common.CommonConfig`)
     ---------------------------------------------------------------
     baseline : bool
         Learn a state-value baseline ``b(s)`` (regressed on the returns).
@@ -117,15 +116,15 @@ class REINFORCEAgent(Agent):
 
 
 def target(**overrides):
-    """This REINFORCE as an oracle target (:mod:`oracles.protocol`): the default configuration sized
-    for the oracle environments (:data:`implementations.targets.ORACLE_SETTINGS`), then
-    ``overrides``.
+    """This REINFORCE as an oracle target (:mod:`pgtheory.oracles.protocol`): the default
+    configuration sized for the oracle environments
+    (:data:`pgtheory.implementations.targets.ORACLE_SETTINGS`), then ``overrides``.
 
     Raises
     ------
     ConfigError
         An unknown setting or an invalid value.
     """
-    from implementations.targets import target as _target
+    from pgtheory.implementations.targets import target as _target
 
     return _target("reinforce", **overrides)

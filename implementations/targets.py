@@ -1,7 +1,7 @@
-"""The implementations as oracle targets (:mod:`oracles.protocol`).
+"""The implementations as oracle targets (:mod:`pgtheory.oracles.protocol`).
 
 ``pgtheory audit ppo`` and ``pytest --pg-target ppo`` resolve to :func:`target` of the algorithm
-file. The component functions exposed are the :mod:`implementations.core` functions the
+file. The component functions exposed are the :mod:`pgtheory.implementations.core` functions the
 algorithm calls, adapted only in argument types (the checks pass numpy arrays to the
 advantage estimators).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from implementations import core
+from pgtheory.implementations import core
 
 __all__ = ["ImplementationTarget", "target"]
 
@@ -65,7 +65,7 @@ class ImplementationTarget:
     Parameters
     ----------
     agent_class : type
-        A subclass of :class:`implementations.common.Agent`.
+        A subclass of :class:`pgtheory.implementations.common.Agent`.
     config : CommonConfig subclass
 
     Notes
@@ -79,7 +79,7 @@ class ImplementationTarget:
 
     def __init__(self, agent_class, config) -> None:
         if getattr(config, "kl_penalty", False):
-            from implementations.common import ConfigError
+            from pgtheory.implementations.common import ConfigError
 
             raise ConfigError("kl_penalty: the oracles check PPO's clipped objective; the "
                               "adaptive-KL-penalty variant is not an oracle target (its beta "
@@ -103,7 +103,7 @@ class ImplementationTarget:
             f"{list(c.hidden_sizes) or 'linear'} {c.activation}"
             + (", no critic" if not getattr(c, "baseline", True) else "")
             + (", NPG (no line search)" if getattr(c, "npg", False) else ""))
-        from oracles.protocol import untested_notes
+        from pgtheory.oracles.protocol import untested_notes
 
         self.notes = untested_notes(self.hyperparameters, self.algorithm)
         if c.normalize_obs or c.scale_rewards:
@@ -127,8 +127,8 @@ def target(algorithm: str, **overrides) -> ImplementationTarget:
     ConfigError
         Unknown algorithm or setting.
     """
-    from implementations import ALGORITHMS
-    from implementations.common import ConfigError
+    from pgtheory.implementations import ALGORITHMS
+    from pgtheory.implementations.common import ConfigError
 
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"algorithm: expected one of {sorted(ALGORITHMS)}, received "

@@ -31,9 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from implementations import ALGORITHMS
-from implementations.common import ConfigError, TrainingDivergedError, find_wrapper, make_env_fn
+from pgtheory.implementations import ALGORITHMS
+from pgtheory.implementations.common import (
+    ConfigError,
+    TrainingDivergedError,
+    find_wrapper,
+    make_env_fn,
+)
 
 __all__ = ["TrainResult", "evaluate", "parse_overrides", "plot_learning_curve", "train"]
 

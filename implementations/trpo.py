@@ -2,8 +2,8 @@
 
 Read top to bottom: the configuration, the agent (its advantage estimate and its update), the
 oracle target. Shared pieces (collection, networks, the protocol) are in
-:mod:`implementations.common`; every loss and estimator is a function of
-:mod:`implementations.core` with its own component check.
+:mod:`pgtheory.implementations.common`; every loss and estimator is a function of
+:mod:`pgtheory.implementations.core` with its own component check.
 
 Implementation details and their sources
 ----------------------------------------
@@ -31,10 +31,9 @@ import dataclasses
 
 import numpy as np
 import torch
+from pgtheory.implementations import core
+from pgtheory.implementations.common import Agent, Batch, CommonConfig, ConfigError
 from torch import nn
-
-from implementations import core
-from implementations.common import Agent, Batch, CommonConfig, ConfigError
 
 __all__ = ["TRPOAgent", "TRPOConfig", "target"]
 
@@ -44,7 +43,7 @@ class TRPOConfig(CommonConfig):
     """TRPO settings (defaults: the tuned MuJoCo settings of sb3-contrib's TRPO in RL Baselines3
     Zoo: 1024 steps, delta 0.01, 25 CG iterations, damping 0.1, 20 critic epochs at 1e-3).
 
-    Attributes (beyond :class:`~implementations.common.CommonConfig`)
+    Attributes (beyond :class:`~pgtheory.implementations.common.CommonConfig`)
     ---------------------------------------------------------------
     max_kl : float
         Trust-region radius delta (nats).
@@ -182,15 +181,15 @@ class TRPOAgent(Agent):
 
 
 def target(**overrides):
-    """This TRPO as an oracle target (:mod:`oracles.protocol`): the default configuration sized
-    for the oracle environments (:data:`implementations.targets.ORACLE_SETTINGS`), then
-    ``overrides``.
+    """This TRPO as an oracle target (:mod:`pgtheory.oracles.protocol`): the default configuration
+    sized for the oracle environments (:data:`pgtheory.implementations.targets.ORACLE_SETTINGS`),
+    then ``overrides``.
 
     Raises
     ------
     ConfigError
         An unknown setting or an invalid value.
     """
-    from implementations.targets import target as _target
+    from pgtheory.implementations.targets import target as _target
 
     return _target("trpo", **overrides)

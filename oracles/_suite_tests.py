@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from oracles.audit import resolve_target
-from oracles.suite import SuiteConfig, plan, run_suite
+from pgtheory.oracles.audit import resolve_target
+from pgtheory.oracles.suite import SuiteConfig, plan, run_suite
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

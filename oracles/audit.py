@@ -1,25 +1,26 @@
 """``pgtheory audit``: every applicable oracle check against one implementation, as a report.
 
 :func:`resolve_target` turns a TARGET string into a protocol target; :func:`run_audit` runs the
-suite (:func:`oracles.suite.run_suite`) and returns an :class:`AuditReport` with the results,
-a plain-words summary and the exit status (0 all passed, 1 a check failed, 2 the target could
-not be loaded or run). :func:`format_report` renders the table the command prints.
+suite (:func:`pgtheory.oracles.suite.run_suite`) and returns an :class:`AuditReport` with the
+results, a plain-words summary and the exit status (0 all passed, 1 a check failed, 2 the target
+could not be loaded or run). :func:`format_report` renders the table the command prints.
 
 TARGET forms
 ------------
 * nothing: the built-in default, ``sb3:PPO``;
 * ``sb3:PPO``, ``sb3:A2C``, ``sb3-contrib:TRPO``: the library classes with their default
-  hyperparameters (rollout length sized for the audit, see :data:`oracles.sb3.BUILTIN_DEFAULTS`);
+  hyperparameters (rollout length sized for the audit, see
+  :data:`pgtheory.oracles.sb3.BUILTIN_DEFAULTS`);
 * ``sb3:MODULE:FACTORY``: ``FACTORY(env)`` returns a configured Stable-Baselines3 / sb3-contrib
-  model on the oracle env it is given (:mod:`oracles.sb3`);
+  model on the oracle env it is given (:mod:`pgtheory.oracles.sb3`);
 * ``ppo``, ``a2c``, ``trpo``, ``reinforce``: the project's own implementations
   (:mod:`implementations`) with their default configurations; ``npg``: TRPO's natural-gradient
   switch;
 * ``example-ppo``, ``example-a2c``, ``example-trpo``: the compact example targets of
-  :mod:`oracles.example_target`;
+  :mod:`pgtheory.oracles.example_target`;
 * ``campaign:FAMILY:INDEX``: the INDEX-th random correct configuration of FAMILY drawn by
-  the configuration campaign (:mod:`oracles.campaign`);
-* ``MODULE:ATTR``: an object (or zero-argument factory) following :mod:`oracles.protocol`.
+  the configuration campaign (:mod:`pgtheory.lab.campaign`);
+* ``MODULE:ATTR``: an object (or zero-argument factory) following :mod:`pgtheory.oracles.protocol`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from pgtheory.oracles.protocol import TargetProtocolError, load_target
+from pgtheory.oracles.results import VERDICTS, CheckResult
+from pgtheory.oracles.suite import SuiteConfig, run_suite
 
-from oracles.protocol import TargetProtocolError, load_target
-from oracles.results import VERDICTS, CheckResult
-from oracles.suite import SuiteConfig, run_suite
 from pgtheory.errors import InvalidArgumentError
 
 __all__ = ["AUDIT_ALPHA", "DEFAULT_TARGET", "WHERE_TO_LOOK", "AuditReport", "audit_config",
@@ -83,19 +84,19 @@ def resolve_target(spec: str | None) -> Any:
     """
     spec = spec or DEFAULT_TARGET
     if spec.startswith(("sb3:", "sb3-contrib:")):
-        from oracles.sb3 import load_sb3_target
+        from pgtheory.oracles.sb3 import load_sb3_target
 
         return load_sb3_target(spec)
     if spec in ("example-ppo", "example-a2c", "example-trpo"):
-        from oracles import example_target
+        from pgtheory.oracles import example_target
 
         return getattr(example_target, spec.split("-")[1])()
     if spec.startswith("campaign:"):
-        from oracles.campaign import campaign_target
+        from pgtheory.lab.campaign import campaign_target
 
         return campaign_target(spec)
     if spec in ("ppo", "a2c", "trpo", "reinforce", "npg"):
-        from implementations.targets import target
+        from pgtheory.implementations.targets import target
 
         return target("trpo", npg=True) if spec == "npg" else target(spec)
     return load_target(spec)
@@ -113,7 +114,7 @@ def audit_config(seed: int = 0, quick: bool = False) -> SuiteConfig:
     """The suite sizes the audit uses (``quick``: fewer trials, no training checks).
 
     The audit does not require convergence within its budget (an arbitrary configuration may
-    learn slowly): see :class:`oracles.suite.SuiteConfig`.
+    learn slowly): see :class:`pgtheory.oracles.suite.SuiteConfig`.
     """
     if quick:
         return SuiteConfig(seed=seed, n_iterations=2, n_trials=20, trial_steps=2560,

@@ -1,8 +1,8 @@
 """Layer 2, given the batch: what an implementation applied on its own batch, recomputed exactly.
 
-Every check takes the agent and the :class:`~oracles.protocol.Iteration` records it produced
-and recomputes, with autograd on the agent's *own* network at the *recorded* parameters and on
-the *same* samples, what the update should have been. No MDP model is needed, so these checks
+Every check takes the agent and the :class:`~pgtheory.oracles.protocol.Iteration` records it
+produced and recomputes, with autograd on the agent's *own* network at the *recorded* parameters and
+on the *same* samples, what the update should have been. No MDP model is needed, so these checks
 run on any environment (MuJoCo included). Deterministic: tolerances absorb float32 rounding.
 
 * :func:`check_batch_advantages` -- stored advantages against GAE recomputed from the stored
@@ -35,12 +35,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from pgtheory.oracles.components import GAE_VARIANTS
+from pgtheory.oracles.components import _cg_reference as _reference_cg  # also the CG check's
+from pgtheory.oracles.protocol import Iteration, Update, parameters_set
+from pgtheory.oracles.results import CheckResult
 
 import pgtheory as pg
-from oracles.components import GAE_VARIANTS
-from oracles.components import _cg_reference as _reference_cg  # also the CG check's
-from oracles.protocol import Iteration, Update, parameters_set
-from oracles.results import CheckResult
 
 __all__ = ["ADVANTAGE_NORMALIZATIONS", "VALUE_LOSS_VARIANTS", "batch_fisher",
            "canonical_actor_gradient", "check_batch_advantages", "check_batch_returns",
@@ -150,8 +150,8 @@ def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
     -------
     CheckResult
         On failure the explanation names the defect class that reproduces the stored
-        advantages (from :data:`oracles.components.GAE_VARIANTS`, plus bootstrapping from the
-        reset observation), or says that none does.
+        advantages (from :data:`pgtheory.oracles.components.GAE_VARIANTS`, plus bootstrapping from
+        the reset observation), or says that none does.
 
     Raises
     ------
@@ -276,7 +276,7 @@ def episode_steps(terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
     """Steps since the episode began (T, N), for a buffer whose first row follows resets.
 
     Targets declaring ``gamma_t_weighting`` collect every buffer from fresh resets (see
-    :data:`oracles.protocol.HYPERPARAMETERS`), so the count is known from the flags alone.
+    :data:`pgtheory.oracles.protocol.HYPERPARAMETERS`), so the count is known from the flags alone.
     """
     T, N = terminated.shape
     e = np.zeros((T, N), int)
@@ -509,7 +509,7 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
     Parameters
     ----------
     agent, iterations
-        See :mod:`oracles.protocol`.
+        See :mod:`pgtheory.oracles.protocol`.
     algorithm : str
     hp : dict
         The target's hyperparameters (``clip_range``, ``ent_coef``, ``normalize_advantage``,

@@ -1,8 +1,8 @@
 """Layer 1, components: pure functions an implementation exposes, against reference formulas.
 
 Every check takes the implementation's function (adapted to the signature documented on the
-check) and returns a :class:`~oracles.results.CheckResult`. Inputs are generated from a fixed
-seed (``seed=`` varies them). On a mismatch the check replays known defects (from
+check) and returns a :class:`~pgtheory.oracles.results.CheckResult`. Inputs are generated from a
+fixed seed (``seed=`` varies them). On a mismatch the check replays known defects (from
 shared/BUGS.md and common derivation slips) on the same inputs; when one reproduces the
 implementation's output, the explanation names that defect class. Exceptions and NaN from the
 implementation are reported as failures, never raised.
@@ -18,10 +18,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from pgtheory.oracles.results import CheckResult
+from pgtheory.oracles.strategies import simulate_rollout
 
 import pgtheory as pg
-from oracles.results import CheckResult
-from oracles.strategies import simulate_rollout
 
 __all__ = [
     "check_backtracking_line_search",
@@ -186,7 +186,7 @@ def check_gae(gae_fn: Callable, *, gamma: float = 0.99, lam: float = 0.95, n_bat
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -228,7 +228,7 @@ def check_discounted_returns(returns_fn: Callable, *, gamma: float = 0.99, n_bat
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -269,7 +269,7 @@ def check_lambda_returns(lambda_returns_fn: Callable, *, gamma: float = 0.99, la
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -365,7 +365,7 @@ def check_clipped_surrogate_loss(loss_fn: Callable, *, clip_range: float = 0.2,
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -425,7 +425,7 @@ def check_clipped_value_loss(loss_fn: Callable, *, clip_range: float = 0.2, n_ba
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -491,7 +491,7 @@ def check_categorical_entropy(entropy_fn: Callable, *, n_batches: int = 10, seed
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -526,7 +526,7 @@ def check_categorical_kl(kl_fn: Callable, *, n_batches: int = 10, seed: int = 0,
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -626,7 +626,7 @@ def check_gaussian_log_prob(log_prob_fn: Callable, *, n_batches: int = 10, seed:
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -657,7 +657,7 @@ def check_gaussian_entropy(entropy_fn: Callable, *, n_batches: int = 10, seed: i
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -690,7 +690,7 @@ def check_gaussian_kl(kl_fn: Callable, *, n_batches: int = 10, seed: int = 0, rt
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -724,7 +724,8 @@ def check_gaussian_kl(kl_fn: Callable, *, n_batches: int = 10, seed: int = 0, rt
 def _cg_reference(matvec: Callable, b: np.ndarray, n_iters: int) -> np.ndarray:
     """``n_iters`` CG iterations from 0 (Nocedal & Wright 2006, Alg. 5.2), float64; stops once
     the residual is negligible relative to ``b`` (further iterations would divide by ~0).
-    The reference of :func:`check_conjugate_gradient` and of ``oracles.batch``'s TRPO steps."""
+    The reference of :func:`check_conjugate_gradient` and of ``pgtheory.oracles.batch``'s TRPO
+    steps."""
     x = np.zeros_like(b)
     r, p = b.copy(), b.copy()
     rr = r0 = float(r @ r)
@@ -753,7 +754,7 @@ def check_conjugate_gradient(cg_fn: Callable, *, n_problems: int = 10, seed: int
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------
@@ -795,7 +796,7 @@ def check_backtracking_line_search(line_search_fn: Callable) -> CheckResult:
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------

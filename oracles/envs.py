@@ -11,7 +11,7 @@
   ``pgtheory/Probe1-v0`` ... ``pgtheory/Probe5-v0``.
 
 Registered ids: ``pgtheory/Tabular-v0`` (pass ``mdp=``) and the probes; they are registered
-when :mod:`oracles.envs` is imported.
+when :mod:`pgtheory.oracles.envs` is imported.
 """
 
 from __future__ import annotations
@@ -217,13 +217,13 @@ def _make_example(name: str, gamma: float = 0.9, observation: str = "onehot",
     return TabularEnv(mdp, observation=observation)
 
 
-gym.register(id="pgtheory/Tabular-v0", entry_point="oracles.envs:TabularEnv")
+gym.register(id="pgtheory/Tabular-v0", entry_point="pgtheory.oracles.envs:TabularEnv")
 #: Two small MDPs with known optimal J for learning tests (time limits truncate, never terminate).
-gym.register(id="pgtheory/Chain-v0", entry_point="oracles.envs:_make_example",
+gym.register(id="pgtheory/Chain-v0", entry_point="pgtheory.oracles.envs:_make_example",
              kwargs={"name": "chain", "n_states": 5}, max_episode_steps=50)
-gym.register(id="pgtheory/GridWorld-v0", entry_point="oracles.envs:_make_example",
+gym.register(id="pgtheory/GridWorld-v0", entry_point="pgtheory.oracles.envs:_make_example",
              kwargs={"name": "gridworld", "width": 4, "height": 4, "slip": 0.1},
              max_episode_steps=50)
 for _k in PROBE_DESCRIPTIONS:
-    gym.register(id=f"pgtheory/Probe{_k}-v0", entry_point="oracles.envs:_make_probe",
+    gym.register(id=f"pgtheory/Probe{_k}-v0", entry_point="pgtheory.oracles.envs:_make_probe",
                  kwargs={"k": _k})

@@ -1,8 +1,8 @@
 """An example implementation under test: a compact discrete-action PPO / A2C / TRPO in torch.
 
-It shows what the protocol (:mod:`oracles.protocol`) asks of an adapter and is the target the
-README's ``pytest --pg-target oracles.example_target:ppo`` runs. Written for readability; the
-project's full implementations live in ``implementations/``.
+It shows what the protocol (:mod:`pgtheory.oracles.protocol`) asks of an adapter and is the target
+the README's ``pytest --pg-target pgtheory.oracles.example_target:ppo`` runs. Written for
+readability; the project's full implementations live in ``implementations/``.
 
 Design: separate actor and critic MLPs (``hidden=0``: linear layers, exactly tabular softmax on
 one-hot observations); gymnasium ``SyncVectorEnv`` in ``SAME_STEP`` autoreset mode, so the step
@@ -29,9 +29,8 @@ import dataclasses
 import gymnasium as gym
 import numpy as np
 import torch
+from pgtheory.oracles.protocol import Iteration, Rollout, StepRecorder, snapshot
 from torch import nn
-
-from oracles.protocol import Iteration, Rollout, StepRecorder, snapshot
 
 __all__ = ["ExampleAgent", "ExampleConfig", "ExampleTarget", "a2c", "backtracking_line_search",
            "clipped_surrogate_loss", "conjugate_gradient", "gae", "ppo", "trpo"]
@@ -39,7 +38,7 @@ __all__ = ["ExampleAgent", "ExampleConfig", "ExampleTarget", "a2c", "backtrackin
 
 @dataclasses.dataclass(frozen=True)
 class ExampleConfig:
-    """Hyperparameters (names as in :data:`oracles.protocol.HYPERPARAMETERS` where shared)."""
+    """Hyperparameters (names as in ``pgtheory.oracles.protocol.HYPERPARAMETERS`` if shared)."""
 
     algorithm: str = "ppo"
     gamma: float = 0.9

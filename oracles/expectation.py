@@ -42,11 +42,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from pgtheory.oracles.results import CheckResult
+from pgtheory.oracles.strategies import RolloutBatch
 from scipy import stats
 
 import pgtheory as pg
-from oracles.results import CheckResult
-from oracles.strategies import RolloutBatch
 
 __all__ = ["AdvantageSamples", "check_advantage_expectation", "check_gradient_expectation",
            "check_return_expectation", "expected_loss_gradient", "holm", "samples_from_rollouts"]
@@ -195,7 +195,7 @@ def check_advantage_expectation(mdp: pg.TabularMDP, pi, values, lam: float,
     Raises
     ------
     Nothing for a faulty implementation: its exceptions, wrong shapes and NaN are reported as a
-    failed :class:`~oracles.results.CheckResult`.
+    failed :class:`~pgtheory.oracles.results.CheckResult`.
 
     References
     ----------

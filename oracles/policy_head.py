@@ -37,9 +37,8 @@ differentiability at the probed point).
 from __future__ import annotations
 
 import numpy as np
-
-from oracles.protocol import Rollout, parameters_set, snapshot
-from oracles.results import CheckResult
+from pgtheory.oracles.protocol import Rollout, parameters_set, snapshot
+from pgtheory.oracles.results import CheckResult
 
 __all__ = ["SAMPLING_BOUND", "check_action_sampling", "check_log_prob_gradient",
            "perturbed_parameters"]

@@ -1,8 +1,8 @@
 """The implementation-under-test protocol: what a target exposes so the oracles can check it.
 
 A *target* describes one implementation (ours, Stable-Baselines3, a user's) and builds *agents*.
-An adapter is a few dozen lines (see :mod:`oracles.example_target`, which is one). Everything
-except :meth:`Target.make_agent` and the agent's ``distribution``/``named_parameters``/
+An adapter is a few dozen lines (see :mod:`pgtheory.oracles.example_target`, which is one).
+Everything except :meth:`Target.make_agent` and the agent's ``distribution``/``named_parameters``/
 ``iterate`` is optional; checks that need a missing piece are reported as skipped with the reason.
 
 Target
@@ -10,7 +10,7 @@ Target
     :data:`HYPERPARAMETERS`; ``gamma`` is required); ``make_agent(env_fn, *, seed, num_envs,
     num_steps) -> Agent`` where ``env_fn()`` returns a fresh gymnasium env (the oracle env, with
     its time limit); optionally ``components: dict[str, callable]`` with keys of
-    :data:`COMPONENT_KEYS` (signatures documented on the ``oracles.components.check_*``
+    :data:`COMPONENT_KEYS` (signatures documented on the ``pgtheory.oracles.components.check_*``
     functions); optionally ``action_kinds: tuple[str, ...]`` among :data:`ACTION_KINDS`
     (default ``("discrete",)``: the tabular layers; ``"continuous"`` adds the Gaussian-policy
     checks on the LQR environment; a target declaring only ``("continuous",)`` gets only
@@ -371,7 +371,7 @@ def validate_agent(agent: Any) -> Any:
     missing = _missing(agent, ["distribution", "named_parameters", "iterate"])
     if missing:
         raise TargetProtocolError(f"agent {type(agent).__name__}: missing method(s) "
-                                  f"{', '.join(missing)} (see oracles.protocol)")
+                                  f"{', '.join(missing)} (see pgtheory.oracles.protocol)")
     return agent
 
 

@@ -1,7 +1,7 @@
 """pytest plugin (entry point ``pytest11``): ``pytest --pg-target TARGET`` and oracle fixtures.
 
-``pytest --pg-target MODULE:ATTR`` runs the whole oracle suite (:mod:`oracles.suite`) against
-the target, one test per check (skips say why). Without explicit test paths only the suite
+``pytest --pg-target MODULE:ATTR`` runs the whole oracle suite (:mod:`pgtheory.oracles.suite`)
+against the target, one test per check (skips say why). Without explicit test paths only the suite
 runs; with paths, the suite is added to them. Options: ``--pg-seed N`` (default 0: fixed seeds,
 reproducible verdicts; vary it to draw new oracle MDPs and rollouts) and ``--pg-quick``.
 
@@ -93,7 +93,7 @@ class ExactOracle:
 
 @pytest.fixture
 def tabular_mdp(request: pytest.FixtureRequest) -> pg.TabularMDP:
-    from oracles.suite import oracle_mdp
+    from pgtheory.oracles.suite import oracle_mdp
 
     return oracle_mdp(0.9, request.config.getoption("--pg-seed"))
 
@@ -101,8 +101,7 @@ def tabular_mdp(request: pytest.FixtureRequest) -> pg.TabularMDP:
 @pytest.fixture
 def tabular_env(tabular_mdp: pg.TabularMDP):
     import gymnasium as gym
-
-    from oracles.envs import TabularEnv
+    from pgtheory.oracles.envs import TabularEnv
 
     env = gym.wrappers.TimeLimit(TabularEnv(tabular_mdp), 6)
     yield env
@@ -123,7 +122,7 @@ def exact(tabular_mdp: pg.TabularMDP) -> ExactOracle:
 
 @pytest.fixture(scope="session")
 def pg_target(request: pytest.FixtureRequest):
-    from oracles.audit import resolve_target
+    from pgtheory.oracles.audit import resolve_target
 
     spec = request.config.getoption("--pg-target")
     if spec is None:

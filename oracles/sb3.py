@@ -13,7 +13,8 @@ in the model's code is changed; the adapter observes it from outside:
 * **What the model stored** -- a callback copies the rollout buffer at the end of collection
   (observations, actions as sampled, log-probabilities, values, advantages, returns) before
   ``train()`` flattens it.
-* **Updates** -- :class:`oracles.protocol.StepRecorder` hooks ``policy.optimizer``; the buffer
+* **Updates** -- :class:`pgtheory.oracles.protocol.StepRecorder` hooks ``policy.optimizer``; the
+buffer
   instance's ``_get_samples`` is wrapped so each optimizer step knows its minibatch indices
   (Stable-Baselines3 flattens ``(T, N)`` env-major, ``n * T + t``; the protocol's order is
   ``t * N + n``). TRPO's actor step (written into ``param.data``, not through an optimizer) is
@@ -39,8 +40,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-from oracles.protocol import (
+from pgtheory.oracles.protocol import (
     Iteration,
     Rollout,
     StepRecorder,
@@ -139,7 +139,7 @@ def _hyperparameters(model, algorithm: str) -> dict:
 
 
 def _probe_env() -> gym.Env:
-    from oracles.envs import TabularEnv, probe_mdp
+    from pgtheory.oracles.envs import TabularEnv, probe_mdp
 
     return gym.wrappers.TimeLimit(TabularEnv(probe_mdp(5)), 6)
 
@@ -172,7 +172,7 @@ class SB3Target:
         self.notes = untested_notes(self.hyperparameters, self.algorithm)
         self.action_kinds: tuple[str, ...] = ("discrete",)
         try:  # the same factory on the LQR env exercises the diagonal-Gaussian path
-            from oracles.suite import lqr_env_fn
+            from pgtheory.oracles.suite import lqr_env_fn
 
             self._build(lqr_env_fn()(), seed=0)
             self.action_kinds = ("discrete", "continuous")

@@ -1,8 +1,8 @@
 """Run every applicable oracle check against a protocol target.
 
 :func:`plan` lists the checks a target gets (and why others are skipped) without running
-anything; :func:`run_suite` runs them and returns one :class:`~oracles.results.CheckResult` per
-planned check. The pytest plugin and ``pgtheory audit`` are thin layers over these two.
+anything; :func:`run_suite` runs them and returns one :class:`~pgtheory.oracles.results.CheckResult`
+per planned check. The pytest plugin and ``pgtheory audit`` are thin layers over these two.
 
 The oracle environment is a random 5-state, 2-action MDP with one terminal state, a time limit
 of 6 steps and the target's gamma (seeded by ``seed``), so episode ends, truncations and buffer
@@ -13,7 +13,7 @@ The three statistical checks of the tabular layers share the suite's false-posit
 rejection becomes a FAIL only when a confirmation on independent trials rejects too
 (:func:`_expectation_checks`), so a correct target fails any of them with probability at most
 ``3 (alpha / 3)^2``. Targets with continuous actions get a fourth, the action-sampling test of
-:mod:`oracles.policy_head`, at ``alpha / 3`` without confirmation.
+:mod:`pgtheory.oracles.policy_head`, at ``alpha / 3`` without confirmation.
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-
-import pgtheory as pg
-from oracles import batch, components, expectation, policy_head, update
-from oracles.envs import TabularEnv, probe_mdp
-from oracles.protocol import (
+from pgtheory.oracles import batch, components, expectation, policy_head, update
+from pgtheory.oracles.envs import TabularEnv, probe_mdp
+from pgtheory.oracles.protocol import (
     Iteration,
     TargetProtocolError,
     action_kinds,
@@ -35,8 +33,10 @@ from oracles.protocol import (
     restore,
     snapshot,
 )
-from oracles.protocol import validate_agent as _validate_agent
-from oracles.results import CheckResult
+from pgtheory.oracles.protocol import validate_agent as _validate_agent
+from pgtheory.oracles.results import CheckResult
+
+import pgtheory as pg
 
 __all__ = ["MAX_CHECKED_UPDATES", "SuiteConfig", "lqr_env_fn", "oracle_mdp", "plan", "raised_where",
            "run_suite", "sample_updates", "stages"]
@@ -202,7 +202,7 @@ def stages(target, config: SuiteConfig | None = None) -> list[str]:
     return out
 
 
-#: Checks of the continuous policy head (:mod:`oracles.policy_head`), run last on their own
+#: Checks of the continuous policy head (:mod:`pgtheory.oracles.policy_head`), run last on their own
 #: agent so that the other checks' results do not depend on them.
 POLICY_HEAD_CHECKS = ("given_the_batch.log_prob_gradient", "given_the_batch.action_sampling")
 
@@ -371,7 +371,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     Parameters
     ----------
     target : object or "MODULE:ATTR"
-        A protocol target (see :mod:`oracles.protocol`).
+        A protocol target (see :mod:`pgtheory.oracles.protocol`).
     config : SuiteConfig, optional
     progress : callable, optional
         Called with a short description before each stage (for progress displays).
@@ -477,7 +477,8 @@ SAMPLING_ENVS, SAMPLING_STEPS, SAMPLING_SAMPLES, SAMPLING_COLLECTIONS = 16, 64, 
 
 
 def _policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
-    """:mod:`oracles.policy_head` on a fresh agent with perturbed parameters (LQR, bounds +-1).
+    """:mod:`pgtheory.oracles.policy_head` on a fresh agent with perturbed parameters (LQR, bounds
+    +-1).
 
     The agent is seeded apart from the other checks' agents (``seed + 7919``); with ``collect``
     it gathers fresh rollouts without updating, otherwise each ``iterate`` starts from the same
@@ -703,7 +704,7 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
 
 
 def _as_batch(states, r, nxt, left):
-    from oracles.strategies import RolloutBatch
+    from pgtheory.oracles.strategies import RolloutBatch
 
     return RolloutBatch(states, np.asarray(r.actions), np.asarray(r.rewards), nxt,
                         np.asarray(r.terminated, bool), np.asarray(r.truncated, bool), left,

@@ -1,7 +1,7 @@
 """Layer 4, update level: exact consequences of whole updates on a tabular oracle environment.
 
-On a :class:`~oracles.envs.TabularEnv` with one-hot observations the agent's policy is a table
-``pi[s, a]`` (its network evaluated at every state), so exact quantities apply to it:
+On a :class:`~pgtheory.oracles.envs.TabularEnv` with one-hot observations the agent's policy is a
+table ``pi[s, a]`` (its network evaluated at every state), so exact quantities apply to it:
 
 * :func:`check_update_kl` -- the exact mean ``KL(pi_k || pi_{k+1})`` under the on-policy state
   distribution of ``pi_k`` for every update, against TRPO's delta (PPO's is reported);
@@ -20,9 +20,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from pgtheory.oracles.results import CheckResult
 
 import pgtheory as pg
-from oracles.results import CheckResult
 
 __all__ = ["check_convergence", "check_critic", "check_improvement", "check_update_kl",
            "tabular_policy", "tabular_values"]
@@ -58,8 +58,7 @@ def tabular_policy(agent, n_states: int, parameters: dict | None = None) -> np.n
         The distribution has no ``probs`` (not categorical) or they are not finite.
     """
     import torch
-
-    from oracles.protocol import parameters_set
+    from pgtheory.oracles.protocol import parameters_set
 
     def probs() -> np.ndarray:
         with torch.no_grad():
@@ -86,8 +85,7 @@ def tabular_values(agent, n_states: int, parameters: dict | None = None) -> np.n
     Nothing beyond the agent's own exceptions.
     """
     import torch
-
-    from oracles.protocol import parameters_set
+    from pgtheory.oracles.protocol import parameters_set
 
     if not callable(getattr(agent, "value", None)):
         return np.zeros(n_states)
@@ -321,7 +319,7 @@ def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
     Measured in the audit's training run on probe 5 (40 seeds of our A2C): the last iterate's
     worst relative error reached 0.117 (seed 27: a false alarm at ``rtol = 0.1`` before the
     window), the 20-update average's at most 0.010; the critic-target mutants of
-    :mod:`oracles.mutants` sit at 0.47 or more.
+    :mod:`pgtheory.lab.mutants` sit at 0.47 or more.
 
     **Settledness: a fail needs a critic that has stopped approaching its target.** A critic
     off its target after the budget is evidence of a defect only if it has converged to the
@@ -353,7 +351,7 @@ def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
       measure ``delta``: then too few updates to tell, **inconclusive**.
 
     Measured on probe 5 (seed 0, audit budget 9,600 steps): the critic-target mutants of
-    :mod:`oracles.mutants` change their gap by at most 0.002 against noise levels of 0.16
+    :mod:`pgtheory.lab.mutants` change their gap by at most 0.002 against noise levels of 0.16
     and 0.26 (advantage targets 0.501 -> 0.499, normalized targets 0.943 -> 0.945; a
     flipped value-loss sign moves away, 729 -> 899 against 31); the linear TRPO critic above
     approaches by 0.17 (0.489 -> 0.321) against 0.059. Without ``earlier`` the caller vouches

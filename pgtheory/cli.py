@@ -41,7 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _prove(args: argparse.Namespace) -> int:
     import json
 
-    import proofs
+    from pgtheory import proofs
 
     if args.list:
         for t in proofs.THEOREMS.values():
@@ -79,7 +79,7 @@ def _prove(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import proofs
+    from pgtheory import proofs
 
     if args.list or args.quantity is None:
         for q in proofs.list_quantities():
@@ -111,7 +111,7 @@ def _audit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     if args.power:
-        from oracles import power
+        from pgtheory.oracles import power
 
         if args.target or args.quick or args.json:
             print("pgtheory audit --power: expected no TARGET, --quick or --json (the power "
@@ -120,7 +120,7 @@ def _audit(args: argparse.Namespace) -> int:
         return power.run(args)
 
     # user input first, before anything heavy runs (exit 2 with one line each)
-    from oracles.audit import check_writable, validate_seed
+    from pgtheory.oracles.audit import check_writable, validate_seed
 
     validate_seed(args.seed)
     if args.json:
@@ -130,9 +130,15 @@ def _audit(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from oracles.audit import audit_config, format_report, resolve_target, run_audit, write_json
-    from oracles.protocol import TargetProtocolError
-    from oracles.suite import stages
+    from pgtheory.oracles.audit import (
+        audit_config,
+        format_report,
+        resolve_target,
+        run_audit,
+        write_json,
+    )
+    from pgtheory.oracles.protocol import TargetProtocolError
+    from pgtheory.oracles.suite import stages
 
     try:
         target = resolve_target(args.target)
@@ -140,7 +146,7 @@ def _audit(args: argparse.Namespace) -> int:
     except TargetProtocolError as exc:
         print(f"pgtheory audit: error: {exc}", file=sys.stderr)
         if args.json:  # the record says why, for scripts that read it
-            from oracles.audit import AuditReport
+            from pgtheory.oracles.audit import AuditReport
 
             write_json(AuditReport(target=args.target or "sb3:PPO", error=str(exc), exit_code=2,
                                    default_used=args.target is None, seed=args.seed,
@@ -173,8 +179,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from implementations import ALGORITHMS
-    from implementations.train import parse_overrides, train
+    from pgtheory.implementations import ALGORITHMS
+    from pgtheory.implementations.train import parse_overrides, train
 
     if args.resume is None and args.algorithm is None:
         print("pgtheory train: expected ALGO (reinforce, a2c, trpo, ppo) or --resume DIR")
@@ -199,7 +205,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _scale(args: argparse.Namespace) -> int:
-    from implementations.scale import run_scale
+    from pgtheory.lab.scale import run_scale
 
     algos = tuple(a.strip() for a in args.algos.split(",") if a.strip())
     path = run_scale(args.env, algos=algos, budget=args.budget, device=args.device,
@@ -241,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                       "crashed",
         description="TARGET: sb3:PPO | sb3:A2C | sb3-contrib:TRPO | sb3:MODULE:FACTORY "
                     "(FACTORY(env) returns a configured SB3 model) | example-ppo | example-a2c "
-                    "| example-trpo | MODULE:ATTR (an oracles.protocol target). Without TARGET "
+                    "| example-trpo | MODULE:ATTR (a protocol target). Without TARGET "
                     "the built-in default sb3:PPO is audited.")
     audit.add_argument("target", nargs="?", help="what to audit (default: sb3:PPO)")
     audit.add_argument("--json", metavar="PATH", help="also write the report as JSON")
@@ -256,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--no-progress", action="store_true", help="no progress display")
     audit.add_argument("--power", action="store_true",
                        help="measure the oracles' power instead: audit every mutant of "
-                            "oracles/mutants.py and the unmodified targets over many seeds "
+                            "lab/mutants.py and the unmodified targets over many seeds "
                             "(resumable), then write the Markdown scorecard")
-    from oracles.power import build_parser
+    from pgtheory.lab.power import build_parser
 
     build_parser(audit.add_argument_group("with --power"))
     audit.set_defaults(func=_audit)

@@ -4,7 +4,7 @@
 ``lhs - rhs`` to zero (or proves the inequality), ``checked`` when it was only evaluated at
 random points (the verdict says how), ``failed`` otherwise. Every theorem also carries known
 wrong variants, run by the tests, which must fail. ``check_formula(quantity, text)`` compares
-a user's expression with the reference (see :mod:`proofs.formulas`).
+a user's expression with the reference (see :mod:`pgtheory.proofs.formulas`).
 
 Theorems (name: statement):
 
@@ -17,10 +17,10 @@ Theorems (name: statement):
 
 from __future__ import annotations
 
-from proofs._core import Theorem, Verdict
-from proofs.distribution_theorems import THEOREMS as _DIST
-from proofs.estimator_theorems import THEOREMS as _EST
-from proofs.formulas import (
+from pgtheory.proofs._core import Theorem, Verdict
+from pgtheory.proofs.distribution_theorems import THEOREMS as _DIST
+from pgtheory.proofs.estimator_theorems import THEOREMS as _EST
+from pgtheory.proofs.formulas import (
     COMMON_WRONG_FORMS,
     FormulaCheck,
     FormulaError,
@@ -28,7 +28,7 @@ from proofs.formulas import (
     check_formula,
     list_quantities,
 )
-from proofs.mdp_theorems import THEOREMS as _MDP
+from pgtheory.proofs.mdp_theorems import THEOREMS as _MDP
 
 THEOREMS: dict[str, Theorem] = {t.name: t for t in (*_MDP, *_DIST, *_EST)}
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import random
 
 import sympy as sp
-
-from proofs._core import Theorem, Verdict, check_at_points, equality, failed, proved
+from pgtheory.proofs._core import Theorem, Verdict, check_at_points, equality, failed, proved
 
 a = sp.Symbol("a", real=True)
 z = sp.Symbol("z", real=True)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sympy as sp
-
-from proofs._core import Theorem, Verdict, equality, failed, proved
+from pgtheory.proofs._core import Theorem, Verdict, equality, failed, proved
 
 gamma, lam = sp.symbols("gamma lambda", positive=True)
 

@@ -34,9 +34,8 @@ import random
 import threading
 
 import sympy as sp
+from pgtheory.proofs._core import symbolic_zero
 from sympy.parsing.sympy_parser import parse_expr, rationalize, standard_transformations
-
-from proofs._core import symbolic_zero
 
 __all__ = [
     "COMMON_WRONG_FORMS",
@@ -559,7 +558,7 @@ def _start_worker() -> _Worker:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from proofs.formulas import _serve; _serve()")
+            "from pgtheory.proofs.formulas import _serve; _serve()")
     errors = tempfile.TemporaryFile()
     try:
         proc = subprocess.Popen([sys.executable, "-c", code, root], stdin=subprocess.PIPE,

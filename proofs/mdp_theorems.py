@@ -12,10 +12,9 @@ from __future__ import annotations
 import functools
 
 import sympy as sp
+from pgtheory.proofs._core import Theorem, Verdict, failed, proved
 from sympy import QQ
 from sympy.polys.fields import field
-
-from proofs._core import Theorem, Verdict, failed, proved
 
 NAMES = "gamma m p00 p01 p10 p11 r00 r01 r10 r11 x0 x1 y0 y1 f00 f01 f10 f11"
 

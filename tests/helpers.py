@@ -1,7 +1,7 @@
 """Shared test helpers: Hypothesis strategies over MDPs and policies, finite differences.
 
 These strategies are test-local; the exported, documented strategies belong to
-``oracles.strategies`` (oracles issue).
+``pgtheory.oracles.strategies`` (oracles issue).
 """
 
 from __future__ import annotations

@@ -19,10 +19,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from pgtheory.oracles import batch
+from pgtheory.oracles.protocol import Iteration, Rollout, Update, snapshot
 from torch import nn
-
-from oracles import batch
-from oracles.protocol import Iteration, Rollout, Update, snapshot
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
@@ -166,8 +165,8 @@ def _policy(agent, its, **hp):
 # ------------------------------------------------------ (a) the SB3 value-clipping regression
 def _sb3_ppo_clip_vf_iterations():
     pytest.importorskip("stable_baselines3")
-    from oracles.sb3 import SB3Target, builtin_factory
-    from oracles.suite import _env_fn, oracle_mdp
+    from pgtheory.oracles.sb3 import SB3Target, builtin_factory
+    from pgtheory.oracles.suite import _env_fn, oracle_mdp
 
     target = SB3Target(builtin_factory("PPO", clip_range_vf=0.2), name="sb3:PPO clip_range_vf")
     assert target.hyperparameters["clip_range_vf"] == 0.2
@@ -361,9 +360,9 @@ def test_batch_fisher_ignores_a_kl_registered_by_the_target():
 
 
 def test_gaussian_kl_no_square_mutant_fails_the_trpo_step_check():
-    from implementations.targets import target
-    from oracles.mutants import MUTANTS, applied, make_target
-    from oracles.suite import lqr_env_fn
+    from pgtheory.implementations.targets import target
+    from pgtheory.lab.mutants import MUTANTS, applied, make_target
+    from pgtheory.oracles.suite import lqr_env_fn
 
     correct = target("trpo")
     agent = correct.make_agent(lqr_env_fn(), seed=0, num_envs=4, num_steps=16)
@@ -382,7 +381,7 @@ def test_gaussian_kl_no_square_mutant_fails_the_trpo_step_check():
 
 # ------------------------------------------------------ the clipped-value-loss component
 def test_component_check_accepts_both_value_clipping_forms_and_keeps_the_defects():
-    from oracles.components import check_clipped_value_loss
+    from pgtheory.oracles.components import check_clipped_value_loss
 
     def sb3(values, values_old, returns, clip_range):
         pred = values_old + torch.clamp(values - values_old, -clip_range, clip_range)

@@ -1,4 +1,4 @@
-"""The random-configuration campaign (oracles/campaign.py) and its scorecard section.
+"""The random-configuration campaign (lab/campaign.py) and its scorecard section.
 
 Fast subset for CI: drawn configurations are valid, deterministic and buildable (one agent
 iteration on the oracle env), two quick audits of drawn configurations find no defect, and the
@@ -19,9 +19,8 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from oracles import campaign, power
-from oracles.protocol import TargetProtocolError
+from pgtheory.oracles import campaign, power
+from pgtheory.oracles.protocol import TargetProtocolError
 
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("sb3_contrib")
@@ -139,7 +138,7 @@ def test_configurations_vary_and_cover_the_switches() -> None:
 def test_configurations_are_the_same_in_another_process() -> None:
     """The generator uses a stable hash of the family (Python's ``hash`` of a str changes per
     process with PYTHONHASHSEED); a different process must draw the same configurations."""
-    code = ("import json; from oracles.campaign import draw_configuration as d; "
+    code = ("import json; from pgtheory.lab.campaign import draw_configuration as d; "
             "print(json.dumps([d(f, i) for f in ('sb3-ppo', 'trpo') for i in (1, 7)]))")
     root = pathlib.Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -158,7 +157,7 @@ def test_configurations_are_the_same_in_another_process() -> None:
 def test_bad_specs_name_expected_and_received(spec: str, match: str) -> None:
     with pytest.raises(TargetProtocolError, match=match):
         campaign.campaign_target(spec)
-    from oracles.audit import run_audit
+    from pgtheory.oracles.audit import run_audit
 
     report = run_audit(spec, quick=True)
     assert report.exit_code == 2 and "received" in report.error
@@ -177,8 +176,7 @@ def test_drawn_target_builds_and_iterates(family: str, index: int) -> None:
     """The target of a drawn configuration builds, shows its configuration, and its agent runs
     one recorded iteration on the oracle env."""
     import torch
-
-    from oracles.suite import _env_fn, oracle_mdp
+    from pgtheory.oracles.suite import _env_fn, oracle_mdp
 
     torch.set_num_threads(1)
     spec = f"campaign:{family}:{index}"
@@ -204,7 +202,7 @@ QUICK = ["campaign:sb3-ppo:3", "campaign:ppo:7"]
 
 @pytest.mark.parametrize("spec", QUICK)
 def test_quick_audit_of_a_drawn_configuration_does_not_fail(spec: str) -> None:
-    from oracles.audit import format_report, run_audit
+    from pgtheory.oracles.audit import format_report, run_audit
 
     report = run_audit(spec, quick=True)
     assert report.error is None, report.error

@@ -6,10 +6,10 @@ in a TypeError traceback with exit 1, ``n_epochs=abc`` did not name the setting,
 """
 
 import pytest
+from pgtheory.implementations import ALGORITHMS
+from pgtheory.implementations.common import ConfigError
+from pgtheory.implementations.train import parse_overrides
 
-from implementations import ALGORITHMS
-from implementations.common import ConfigError
-from implementations.train import parse_overrides
 from pgtheory.cli import main
 
 PPO = ALGORITHMS["ppo"][1]

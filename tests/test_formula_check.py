@@ -5,10 +5,10 @@ one line (exit 2), and ``^`` gets a hint to write ``**``."""
 import re
 
 import pytest
+from pgtheory.proofs.formulas import RELATIVE_TOLERANCE, FormulaLimitError
 
-import proofs
+from pgtheory import proofs
 from pgtheory.cli import main
-from proofs.formulas import RELATIVE_TOLERANCE, FormulaLimitError
 
 # (id, quantity, a correct formula written with decimal literals)
 CORRECT_WITH_FLOATS = [

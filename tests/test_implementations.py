@@ -19,16 +19,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from pgtheory.implementations import ALGORITHMS, core
+from pgtheory.implementations.common import ConfigError, make_env_fn
+from pgtheory.implementations.targets import target
+from pgtheory.implementations.train import parse_overrides, train
+from pgtheory.oracles import components
+from pgtheory.oracles.envs import probe_mdp
+from pgtheory.oracles.suite import COMPONENT_CHECKS, SuiteConfig, run_suite
+from pgtheory.oracles.update import tabular_policy, tabular_values
 
 import pgtheory as pg
-from implementations import ALGORITHMS, core
-from implementations.common import ConfigError, make_env_fn
-from implementations.targets import target
-from implementations.train import parse_overrides, train
-from oracles import components
-from oracles.envs import probe_mdp
-from oracles.suite import COMPONENT_CHECKS, SuiteConfig, run_suite
-from oracles.update import tabular_policy, tabular_values
 
 ALGOS = sorted(ALGORITHMS)
 
@@ -99,7 +99,7 @@ def test_reinforce_gamma_t_weighting_passes_and_undeclared_weighting_fails(monke
     assert res["given_the_batch.policy_gradient"].verdict == "pass"
     assert res["in_expectation.policy_gradient"].verdict == "pass"
     # seeded defect: the weighting is declared but the loss ignores it
-    monkeypatch.setattr("implementations.reinforce.REINFORCEAgent.sample_weights",
+    monkeypatch.setattr("pgtheory.implementations.reinforce.REINFORCEAgent.sample_weights",
                         lambda self, term, trunc: None)
     res = _suite(target("reinforce", gamma_t_weighting=True), **quick)
     r = res["given_the_batch.policy_gradient"]
@@ -122,7 +122,7 @@ def test_seeded_defect_truncation_as_termination(monkeypatch) -> None:
         return core.gae(rewards, values, next_values, terminated | truncated,
                         torch.zeros_like(truncated), self.cfg.gamma, self.cfg.gae_lambda)
 
-    why = _defect_fails(monkeypatch, "ppo", "implementations.ppo.PPOAgent.advantages",
+    why = _defect_fails(monkeypatch, "ppo", "pgtheory.implementations.ppo.PPOAgent.advantages",
                         advantages, "given_the_batch.advantages")
     assert "truncation" in why
 
@@ -133,7 +133,7 @@ def test_seeded_defect_ppo_inverted_ratio(monkeypatch) -> None:
         return -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
                           * adv).mean()
 
-    why = _defect_fails(monkeypatch, "ppo", "implementations.core.clipped_surrogate_loss",
+    why = _defect_fails(monkeypatch, "ppo", "pgtheory.implementations.core.clipped_surrogate_loss",
                         inverted, "given_the_batch.policy_gradient")
     assert "inverted" in why
 
@@ -145,7 +145,7 @@ def test_seeded_defect_entropy_function_negated(monkeypatch) -> None:
         logp = torch.log_softmax(logits, -1)
         return (logp.exp() * logp).sum(-1)  # -H
 
-    monkeypatch.setattr("implementations.core.categorical_entropy", negated)
+    monkeypatch.setattr("pgtheory.implementations.core.categorical_entropy", negated)
     res = _suite(target("a2c"), **QUICK)
     assert res["components.categorical_entropy"].verdict == "fail"
 
@@ -161,7 +161,7 @@ def test_seeded_defect_a2c_entropy_sign_in_the_loss() -> None:
 
 
 def test_seeded_defect_trpo_vanilla_direction(monkeypatch) -> None:
-    why = _defect_fails(monkeypatch, "trpo", "implementations.core.conjugate_gradient",
+    why = _defect_fails(monkeypatch, "trpo", "pgtheory.implementations.core.conjugate_gradient",
                         lambda matvec, b, n_iters: b, "given_the_batch.trpo_step")
     assert "vanilla gradient" in why
 
@@ -170,7 +170,7 @@ def test_seeded_defect_trpo_step_without_factor_two(monkeypatch) -> None:
     def without_two(self, xFx):  # sqrt(delta / xFx) instead of sqrt(2 delta / xFx)
         return torch.sqrt(self.cfg.max_kl / xFx)
 
-    monkeypatch.setattr("implementations.trpo.TRPOAgent.full_step_scale", without_two)
+    monkeypatch.setattr("pgtheory.implementations.trpo.TRPOAgent.full_step_scale", without_two)
     res = _suite(target("trpo"), **QUICK)
     r = res["given_the_batch.trpo_step"]
     assert r.verdict == "fail" and "factor 2" in r.explanation, r
@@ -180,10 +180,9 @@ def test_npg_takes_the_full_natural_gradient_step() -> None:
     """NPG = TRPO without the line search: direction and length (j = 0) hold; only the
     trust-region KL bound may be exceeded, which is what the line search exists to prevent."""
     import gymnasium as gym
-
-    from oracles import batch
-    from oracles.envs import TabularEnv
-    from oracles.suite import oracle_mdp
+    from pgtheory.oracles import batch
+    from pgtheory.oracles.envs import TabularEnv
+    from pgtheory.oracles.suite import oracle_mdp
 
     t = target("trpo", npg=True)
     env = oracle_mdp(0.99, 0)
@@ -285,7 +284,7 @@ def test_learns_within_5_percent_of_exact_optimum(algo: str, env_id: str) -> Non
 def test_learning_check_fails_for_a_broken_learner(monkeypatch) -> None:
     """The learning test can fail: with the policy loss sign flipped (gradient descent on J)
     PPO does not reach 95% of J* on probe 4."""
-    monkeypatch.setattr("implementations.core.clipped_surrogate_loss",
+    monkeypatch.setattr("pgtheory.implementations.core.clipped_surrogate_loss",
                         lambda logp, old, adv, eps: (torch.exp(logp - old) * adv).mean())
     mdp = probe_mdp(4)
     pi = tabular_policy(_learn("ppo", "pgtheory/Probe4-v0"), mdp.n_states)

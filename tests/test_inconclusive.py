@@ -4,10 +4,10 @@ Regression tests for two false alarms on correct code (both failed before the fi
 
 * Stable-Baselines3 PPO with ReLU networks failed ``given_the_batch.log_prob_gradient@lqr``:
   central finite differences across ReLU kinks disagree with autograd
-  (:func:`oracles.policy_head.check_log_prob_gradient` now detects kinks where it probes);
+  (:func:`pgtheory.oracles.policy_head.check_log_prob_gradient` now detects kinks where it probes);
 * sb3-contrib TRPO with a linear policy and critic failed ``update_level.critic`` with a
-  critic still learning (:func:`oracles.update.check_critic` now fails only a critic that has
-  settled off its target).
+  critic still learning (:func:`pgtheory.oracles.update.check_critic` now fails only a critic that
+  has settled off its target).
 
 Plus synthetic cases of each rule, and the seeded defects that must still fail.
 """
@@ -20,11 +20,11 @@ import types
 import numpy as np
 import pytest
 import torch
+from pgtheory.oracles.envs import probe_mdp
+from pgtheory.oracles.policy_head import check_log_prob_gradient
+from pgtheory.oracles.update import check_convergence, check_critic, check_improvement
 
 import pgtheory as pg
-from oracles.envs import probe_mdp
-from oracles.policy_head import check_log_prob_gradient
-from oracles.update import check_convergence, check_critic, check_improvement
 
 NAN_WARNING = "ignore:std\\(\\):UserWarning"
 
@@ -55,7 +55,7 @@ def linear_trpo(env):
 def _sb3(factory: str):
     pytest.importorskip("stable_baselines3")
     pytest.importorskip("sb3_contrib")
-    from oracles.sb3 import load_sb3_target
+    from pgtheory.oracles.sb3 import load_sb3_target
 
     return load_sb3_target(f"sb3:test_inconclusive:{factory}")
 
@@ -65,8 +65,8 @@ def _sb3(factory: str):
 def test_sb3_relu_ppo_log_prob_gradient_is_not_a_fail() -> None:
     """Seed 5 failed before: autograd 0.823 vs central difference 1.93 on the first ReLU
     layer's weight; now that probe is seen to cross kinks and is repeated at a smaller step."""
-    from oracles.audit import audit_config
-    from oracles.suite import _policy_head_checks
+    from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import _policy_head_checks
 
     res = _policy_head_checks(_sb3("relu_ppo"), audit_config(5))
     r = res["given_the_batch.log_prob_gradient@lqr"]
@@ -76,8 +76,8 @@ def test_sb3_relu_ppo_log_prob_gradient_is_not_a_fail() -> None:
 
 @pytest.mark.filterwarnings(NAN_WARNING)
 def test_sb3_tanh_ppo_log_prob_gradient_still_passes() -> None:
-    from oracles.audit import audit_config
-    from oracles.suite import _policy_head_checks
+    from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import _policy_head_checks
 
     r = _policy_head_checks(_sb3("tanh_ppo"), audit_config(5))[
         "given_the_batch.log_prob_gradient@lqr"]
@@ -87,9 +87,9 @@ def test_sb3_tanh_ppo_log_prob_gradient_still_passes() -> None:
 
 def test_detached_log_std_still_fails() -> None:
     """The seeded defect log_std_detached: autograd 0, finite differences clearly non-zero."""
-    from oracles.audit import audit_config
-    from oracles.mutants import MUTANTS, applied, make_target
-    from oracles.suite import _policy_head_checks
+    from pgtheory.lab.mutants import MUTANTS, applied, make_target
+    from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import _policy_head_checks
 
     m = MUTANTS["log_std_detached"]
     with applied(m):
@@ -173,8 +173,8 @@ def test_smooth_head_passes_and_detached_parameter_fails() -> None:
 @pytest.mark.filterwarnings(NAN_WARNING)
 def test_sb3_linear_trpo_critic_still_learning_is_inconclusive() -> None:
     """Failed before: V_phi 0.68 against V_pi 1.00 after 9,728 steps; the gap shrinks."""
-    from oracles.audit import audit_config
-    from oracles.suite import _training_checks
+    from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import _training_checks
 
     t = _sb3("linear_trpo")
     res = _training_checks(t, audit_config(0), t.hyperparameters)
@@ -245,9 +245,9 @@ def test_too_few_updates_to_judge_is_inconclusive() -> None:
                                   "value_loss_sign"])
 def test_seeded_critic_defects_still_fail(name: str) -> None:
     """The critic-target mutants settle (or diverge) off V_pi within the audit's budget."""
-    from oracles.audit import audit_config
-    from oracles.mutants import MUTANTS, applied, make_target
-    from oracles.suite import _training_checks
+    from pgtheory.lab.mutants import MUTANTS, applied, make_target
+    from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import _training_checks
 
     m = MUTANTS[name]
     with applied(m):
@@ -285,9 +285,9 @@ def test_convergence_gap_fails_only_where_required() -> None:
 def test_training_checks_without_convergence_are_inconclusive() -> None:
     """A budget too small to converge: convergence and critic are inconclusive (they were
     skips, one of them labelled 'inconclusive' in its text)."""
-    from implementations.targets import target
-    from oracles.audit import audit_config
-    from oracles.suite import _training_checks
+    from pgtheory.implementations.targets import target
+    from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import _training_checks
 
     t = target("a2c")
     cfg = dataclasses.replace(audit_config(0), train_steps=256)

@@ -8,10 +8,10 @@ import sympy as sp
 from helpers import fd_gradient, fd_hessian, rel_err
 from hypothesis import given
 from hypothesis import strategies as st
+from pgtheory.proofs.distribution_theorems import gaussian_kl_closed_form
 
 import pgtheory.lqr as lqr
 from pgtheory.errors import InvalidArgumentError
-from proofs.distribution_theorems import gaussian_kl_closed_form
 
 
 def random_problem(seed, n=None, m=None, gamma=None):

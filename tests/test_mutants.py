@@ -1,6 +1,6 @@
-"""The mutation harness for the project's implementations (oracles/mutants.py), fast subset.
+"""The mutation harness for the project's implementations (lab/mutants.py), fast subset.
 
-The full kill matrix (every mutant, full audits) is ``python -m oracles.mutants``; CI runs a
+The full kill matrix (every mutant, full audits) is ``python -m pgtheory.lab.mutants``; CI runs a
 few mutants in quick mode and checks that each is flagged by the check the catalogue names,
 that patches are undone, and that the catalogue is well-formed.
 """
@@ -8,10 +8,9 @@ that patches are undone, and that the catalogue is well-formed.
 from __future__ import annotations
 
 import pytest
-
-from implementations import core
-from oracles.mutants import MUTANTS, applied, run_mutant
-from oracles.suite import plan
+from pgtheory.implementations import core
+from pgtheory.lab.mutants import MUTANTS, applied, run_mutant
+from pgtheory.oracles.suite import plan
 
 FAST = ["truncation_as_termination", "ratio_inverted", "trpo_no_factor_two",
         "gamma_t_declared_not_applied", "critic_regressed_to_advantage",
@@ -35,8 +34,8 @@ def test_patches_are_undone() -> None:
 
 
 def test_catalogue_is_well_formed() -> None:
-    from implementations import ALGORITHMS
-    from implementations.targets import target
+    from pgtheory.implementations import ALGORITHMS
+    from pgtheory.implementations.targets import target
 
     assert len(MUTANTS) >= 30
     for m in MUTANTS.values():

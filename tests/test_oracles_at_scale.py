@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from oracles import batch
-from oracles.mutants import MUTANTS, applied
+from pgtheory.lab.mutants import MUTANTS, applied
+from pgtheory.oracles import batch
 
 
 def _ppo_with_large_values(scale: float):
-    from implementations.common import make_env_fn
-    from implementations.ppo import PPOAgent, PPOConfig
+    from pgtheory.implementations.common import make_env_fn
+    from pgtheory.implementations.ppo import PPOAgent, PPOConfig
 
     cfg = PPOConfig().replace(hidden_sizes=(16,), num_steps=512)
     agent = PPOAgent(make_env_fn("Hopper-v5", cfg), cfg, seed=0, record=True)
@@ -34,7 +33,7 @@ def test_float32_gae_with_large_values_passes_and_a_small_defect_fails(monkeypat
     res = batch.check_batch_advantages(agent, [it], gamma=0.99, gae_lambda=0.95)
     assert res.verdict == "pass", res
     agent2 = _ppo_with_large_values(3000.0)
-    from implementations import core
+    from pgtheory.implementations import core
 
     real = core.gae
 
@@ -55,8 +54,8 @@ def test_trpo_length_accepted_from_its_own_quadratic_form_but_defects_still_fail
     tolerance but along a stiff direction (as float32 CG does on an ill-conditioned Fisher),
     which moves ``beta``, must not fail a correct step; the step without the factor 2 must
     still fail."""
-    from implementations.targets import target
-    from oracles.suite import SuiteConfig, _env_fn, oracle_mdp
+    from pgtheory.implementations.targets import target
+    from pgtheory.oracles.suite import SuiteConfig, _env_fn, oracle_mdp
 
     real = batch._reference_cg
 
@@ -77,7 +76,7 @@ def test_trpo_length_accepted_from_its_own_quadratic_form_but_defects_still_fail
     assert batch.check_trpo_steps(agent, its, hp=t.hyperparameters).verdict == "pass"
     m = MUTANTS["trpo_no_factor_two"]
     with applied(m):
-        from oracles.mutants import make_target
+        from pgtheory.lab.mutants import make_target
 
         mt = make_target(m)
         magent = mt.make_agent(env_fn, seed=0, num_envs=4, num_steps=16)

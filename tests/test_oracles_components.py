@@ -6,9 +6,8 @@ import re
 import numpy as np
 import pytest
 import torch
-
-from oracles import components as oc
-from oracles.results import CheckFailed
+from pgtheory.oracles import components as oc
+from pgtheory.oracles.results import CheckFailed
 
 
 # ------------------------------------------------------------- correct implementations

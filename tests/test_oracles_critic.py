@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pgtheory.oracles.envs import probe_mdp
+from pgtheory.oracles.update import check_critic
 
 import pgtheory as pg
-from oracles.envs import probe_mdp
-from oracles.update import check_critic
 
 MDP = pg.random_mdp(np.random.default_rng(3), 6, 2, gamma=0.9, n_terminal=1)
 PI = np.full((6, 2), 0.5)

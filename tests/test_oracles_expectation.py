@@ -5,10 +5,10 @@ stated as alpha = 0.01, is measured over 200 seeds (slow test)."""
 
 import numpy as np
 import pytest
+from pgtheory.oracles.expectation import check_advantage_expectation, holm, samples_from_rollouts
+from pgtheory.oracles.strategies import simulate_rollout
 
 import pgtheory as pg
-from oracles.expectation import check_advantage_expectation, holm, samples_from_rollouts
-from oracles.strategies import simulate_rollout
 
 MDP = pg.random_mdp(3, 4, 2, gamma=0.9, n_terminal=1)
 PI = np.array([[0.4, 0.6]] * 4)

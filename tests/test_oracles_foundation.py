@@ -1,4 +1,4 @@
-"""oracles.strategies and oracles.envs: guarantees, shrinking, bad arguments, exact dynamics."""
+"""pgtheory.oracles.strategies and .envs: guarantees, shrinking, bad arguments, exact dynamics."""
 
 import gymnasium as gym
 import numpy as np
@@ -7,10 +7,10 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import find, given
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+from pgtheory.oracles import strategies as ost
 
-import oracles
 import pgtheory as pg
-from oracles import strategies as ost
+from pgtheory import oracles
 
 
 @given(st.data())

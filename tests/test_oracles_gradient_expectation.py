@@ -2,21 +2,21 @@
 
 The reference estimator is written here from the formulas (tabular softmax, numpy): per buffer
 ``g = -(1/TN) sum w_t A_hat_t grad log pi(a_t|s_t)`` with GAE advantages. The exact expectation
-(:func:`oracles.expectation.expected_loss_gradient`) is first checked against a long Monte
+(:func:`pgtheory.oracles.expectation.expected_loss_gradient`) is first checked against a long Monte
 Carlo average, then the test's false-positive rate (stated alpha = 0.01) is measured over 200
 seeds (slow) and its power against known-biased estimators is shown."""
 
 import numpy as np
 import pytest
-
-import pgtheory as pg
-from oracles.expectation import (
+from pgtheory.oracles.expectation import (
     check_gradient_expectation,
     check_return_expectation,
     expected_loss_gradient,
     samples_from_rollouts,
 )
-from oracles.strategies import simulate_rollout
+from pgtheory.oracles.strategies import simulate_rollout
+
+import pgtheory as pg
 
 MDP = pg.random_mdp(5, 4, 3, gamma=0.9, n_terminal=1)
 S, A = 4, 3

@@ -15,12 +15,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
-from oracles import batch
-from oracles.envs import TabularEnv, probe_mdp
-from oracles.example_target import ExampleAgent, ExampleTarget, a2c, ppo, trpo
-from oracles.protocol import Rollout, TargetProtocolError, load_target, validate_target
-from oracles.suite import SuiteConfig, plan, run_suite
+from pgtheory.oracles import batch
+from pgtheory.oracles.envs import TabularEnv, probe_mdp
+from pgtheory.oracles.example_target import ExampleAgent, ExampleTarget, a2c, ppo, trpo
+from pgtheory.oracles.protocol import Rollout, TargetProtocolError, load_target, validate_target
+from pgtheory.oracles.suite import SuiteConfig, plan, run_suite
 
 QUICK = SuiteConfig.quick(0)
 
@@ -207,10 +206,10 @@ def test_protocol_errors_name_the_missing_piece():
     with pytest.raises(TargetProtocolError, match="max_kl"):
         validate_target(t)
     for spec, words in (("no_colon", "MODULE:ATTR"), ("no_such_module_xyz:t", "cannot import"),
-                        ("oracles.example_target:missing", "no attribute")):
+                        ("pgtheory.oracles.example_target:missing", "no attribute")):
         with pytest.raises(TargetProtocolError, match=words):
             load_target(spec)
-    assert load_target("oracles.example_target:ppo").algorithm == "ppo"
+    assert load_target("pgtheory.oracles.example_target:ppo").algorithm == "ppo"
 
     class Incomplete:
         def named_parameters(self):
@@ -286,8 +285,8 @@ def test_parameter_roles_and_restore():
 
 # ------------------------------------------------------------------------ plugin
 DEFECTIVE_MODULE = '''
-from oracles.envs import TabularEnv, probe_mdp
-from oracles.example_target import ExampleTarget, a2c
+from pgtheory.oracles.envs import TabularEnv, probe_mdp
+from pgtheory.oracles.example_target import ExampleTarget, a2c
 from tests_defect_agent import SignFlipped
 target = ExampleTarget(a2c().config, agent_class=SignFlipped)
 '''
@@ -299,11 +298,12 @@ def _pytest(args, cwd):
 
 
 def test_plugin_runs_the_suite_and_reports_failures(tmp_path: Path):
-    ok = _pytest(["--pg-target", "oracles.example_target:a2c", "--pg-quick", "-rs"], tmp_path)
+    ok = _pytest(["--pg-target", "pgtheory.oracles.example_target:a2c", "--pg-quick", "-rs"],
+                 tmp_path)
     assert ok.returncode == 0, ok.stdout[-2000:]
     assert "passed" in ok.stdout and "does not expose this component" in ok.stdout
     (tmp_path / "tests_defect_agent.py").write_text(
-        "import torch\nfrom oracles.example_target import ExampleAgent\n"
+        "import torch\nfrom pgtheory.oracles.example_target import ExampleAgent\n"
         "class SignFlipped(ExampleAgent):\n"
         "    def policy_loss(self, logp, logp_old, adv):\n"
         "        return (adv * logp).mean()\n")

@@ -1,4 +1,4 @@
-"""The power run and scorecard (oracles/power.py): records, resumption, coverage, statistics.
+"""The power run and scorecard (lab/power.py): records, resumption, coverage, statistics.
 
 The audits themselves are replaced by stubs here (a real power run takes hours); what is tested
 is the bookkeeping that turns records into the published figures.
@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from oracles import power
-from oracles.mutants import MUTANTS
-from oracles.suite import plan
+from pgtheory.lab.mutants import MUTANTS
+from pgtheory.oracles import power
+from pgtheory.oracles.suite import plan
 
 
 def test_clopper_pearson_matches_closed_forms() -> None:
@@ -34,7 +33,7 @@ def _record(target: str, seed: int, *, scope: str = "audit", failed=(), checks=N
 
 
 def _target(spec: str):
-    from oracles.audit import resolve_target
+    from pgtheory.oracles.audit import resolve_target
 
     return resolve_target(spec)
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import proofs
+from pgtheory import proofs
 from pgtheory.cli import main
 
 # the status each theorem reaches today; "checked" is stated honestly in its verdict detail

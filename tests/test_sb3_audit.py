@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("sb3_contrib")
 
-from oracles.audit import format_report, resolve_target, run_audit
-from oracles.protocol import TargetProtocolError
-from oracles.sb3_bugs import BUGS, CONTROLS
+from pgtheory.lab.sb3_bugs import BUGS, CONTROLS
+from pgtheory.oracles.audit import format_report, resolve_target, run_audit
+from pgtheory.oracles.protocol import TargetProtocolError
 
 NAN_WARNING = "ignore:std\\(\\):UserWarning"
 
@@ -34,14 +34,14 @@ FAST_BUGS = ["truncation_as_termination", "gae_mask_current_done", "value_target
 
 @pytest.mark.parametrize("name", FAST_BUGS)
 def test_seeded_bug_is_flagged_quick(name: str) -> None:
-    report = run_audit(f"sb3:oracles.sb3_bugs:{name}", quick=True)
+    report = run_audit(f"sb3:pgtheory.lab.sb3_bugs:{name}", quick=True)
     assert report.exit_code == 1, format_report(report)
     assert _flagged_by(report, BUGS[name]), format_report(report)
 
 
 @pytest.mark.parametrize("name", ["ppo_linear", "a2c_linear", "trpo_linear", "ppo_own_train"])
 def test_control_passes_quick(name: str) -> None:
-    report = run_audit(f"sb3:oracles.sb3_bugs:{name}", quick=True)
+    report = run_audit(f"sb3:pgtheory.lab.sb3_bugs:{name}", quick=True)
     assert report.exit_code == 0, format_report(report)
     assert sum(r.verdict == "pass" for r in report.results) >= 6
 
@@ -57,9 +57,9 @@ def test_catalogue_covers_the_bug_classes() -> None:
 
 def test_adapter_records_minibatch_indices_in_protocol_order() -> None:
     """The recorded minibatches cover the buffer exactly once per epoch (t * N + n order)."""
-    from oracles.suite import _env_fn, oracle_mdp
+    from pgtheory.oracles.suite import _env_fn, oracle_mdp
 
-    target = resolve_target("sb3:oracles.sb3_bugs:ppo_linear")
+    target = resolve_target("sb3:pgtheory.lab.sb3_bugs:ppo_linear")
     agent = target.make_agent(_env_fn(oracle_mdp(0.99, 0), 6), seed=0)
     it = agent.iterate()
     T, N = it.rollout.shape
@@ -79,7 +79,8 @@ def test_cli_exit_codes_and_json(tmp_path) -> None:
                           "--no-progress"], capture_output=True, text=True)
     assert bad.returncode == 2 and "expected a library class" in bad.stderr and not bad.stdout
     run = subprocess.run([sys.executable, "-m", "pgtheory.cli", "audit",
-                          "sb3:oracles.sb3_bugs:gae_last_value_zero", "--quick", "--no-progress",
+                          "sb3:pgtheory.lab.sb3_bugs:gae_last_value_zero", "--quick",
+                          "--no-progress",
                           "--json", str(out)], capture_output=True, text=True)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "given_the_batch.advantages" in run.stdout and "What is wrong" in run.stdout
@@ -99,9 +100,9 @@ def test_default_target_is_announced() -> None:
 @pytest.mark.parametrize("spec, message", [
     ("sb3:PPO2", "expected a library class"),
     ("sb3:no_such_module_xyz:f", "cannot import"),
-    ("sb3:oracles.sb3_bugs:NOPE", "no callable"),
+    ("sb3:pgtheory.lab.sb3_bugs:NOPE", "no callable"),
     ("no_such_module_xyz:target", "cannot import"),
-    ("sb3:oracles.example_target:ppo", "factory"),
+    ("sb3:pgtheory.oracles.example_target:ppo", "factory"),
 ])
 def test_unloadable_targets_give_exit_2(spec: str, message: str) -> None:
     report = run_audit(spec, quick=True)
@@ -111,10 +112,9 @@ def test_unloadable_targets_give_exit_2(spec: str, message: str) -> None:
 
 
 def test_model_on_other_env_is_rejected() -> None:
+    from pgtheory.oracles.sb3 import SB3Target
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
-
-    from oracles.sb3 import SB3Target
 
     def two_envs(env):
         return PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), n_steps=64)
@@ -128,7 +128,7 @@ def test_model_on_other_env_is_rejected() -> None:
 @pytest.mark.filterwarnings(NAN_WARNING)
 @pytest.mark.parametrize("name", list(BUGS))
 def test_catalogue_bug_is_flagged(name: str) -> None:
-    report = run_audit(f"sb3:oracles.sb3_bugs:{name}")
+    report = run_audit(f"sb3:pgtheory.lab.sb3_bugs:{name}")
     assert report.exit_code == 1, format_report(report)
     assert _flagged_by(report, BUGS[name]), format_report(report)
 
@@ -138,5 +138,5 @@ def test_catalogue_bug_is_flagged(name: str) -> None:
 @pytest.mark.parametrize("name", ["ppo_default", "ppo_linear", "a2c_default", "trpo_default"])
 def test_catalogue_control_passes(name: str, seed: int) -> None:
     assert name in CONTROLS
-    report = run_audit(f"sb3:oracles.sb3_bugs:{name}", seed=seed)
+    report = run_audit(f"sb3:pgtheory.lab.sb3_bugs:{name}", seed=seed)
     assert report.exit_code == 0, format_report(report)

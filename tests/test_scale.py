@@ -1,4 +1,4 @@
-"""``pgtheory scale`` (implementations/scale.py): fast tests of every stage's code path.
+"""``pgtheory scale`` (lab/scale.py): fast tests of every stage's code path.
 
 A tiny budget (small networks, a few hundred env steps) runs the whole pipeline on Hopper-v5;
 each measurement is also checked against a case whose answer is known, and a seeded defect must
@@ -13,9 +13,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from implementations import scale
-from implementations.scale import Budget, run_scale
+from pgtheory.implementations import scale
+from pgtheory.lab.scale import Budget, run_scale
 
 TINY = Budget("tiny", train_steps={"ppo": 512, "trpo": 512, "a2c": 160},
               num_envs={"ppo": 1, "trpo": 1, "a2c": 4}, eval_episodes=2, estimator_batches=2,
@@ -83,8 +82,8 @@ def test_killed_training_resumes_and_keeps_one_monitor_row_per_iteration(tmp_pat
 
 
 def _agent(algo: str, env_id: str = "Hopper-v5", **overrides):
-    from implementations import ALGORITHMS
-    from implementations.common import make_env_fn
+    from pgtheory.implementations import ALGORITHMS
+    from pgtheory.implementations.common import make_env_fn
 
     ac, cc = ALGORITHMS[algo]
     cfg = cc().replace(**{"hidden_sizes": (8,), "num_steps": 256, **overrides})
@@ -92,8 +91,8 @@ def _agent(algo: str, env_id: str = "Hopper-v5", **overrides):
 
 
 def test_live_monitor_flags_a_seeded_defect(tmp_path) -> None:
-    from implementations.targets import ImplementationTarget
-    from oracles.mutants import MUTANTS, applied
+    from pgtheory.implementations.targets import ImplementationTarget
+    from pgtheory.lab.mutants import MUTANTS, applied
 
     agent = _agent("ppo")
     hp = ImplementationTarget(type(agent), agent.cfg).hyperparameters
@@ -119,7 +118,7 @@ def test_gaussian_kl_matches_torch_and_batch_kl_of_a_policy_with_itself_is_zero(
                                                                    torch.tensor(s2)), 1))
     np.testing.assert_allclose(scale.gaussian_kl(m1, s1, m2, s2), ref.numpy(), rtol=1e-12)
     agent = _agent("trpo")
-    from oracles.protocol import snapshot
+    from pgtheory.oracles.protocol import snapshot
 
     p = snapshot(agent.named_parameters())
     obs = agent.collect().observations.reshape(-1, 11)
@@ -132,7 +131,7 @@ def test_natural_gradient_stage_meets_the_cg_bound_and_a_wrong_cg_does_not(monke
     rows = res["curves"]["0.1"]
     assert all(r[3] <= r[4] + 1e-9 for r in rows)  # A-norm error within the CG bound
     assert rows[-1][1] > 0.999999 and res["as_run"]["cosine"] > 0.9999
-    from implementations import core
+    from pgtheory.implementations import core
 
     monkeypatch.setattr(core, "conjugate_gradient", lambda mv, b, n, residual_tol=0: b)
     bad = scale.natural_gradient_accuracy(agent, cg_iters=(1, 200), dampings=(0.1,))
@@ -201,7 +200,7 @@ def test_pendulum_anchor_recovers_the_lqr_gain_and_a_wrong_sign_falls() -> None:
 
 
 def test_report_verdicts_follow_the_data(tmp_path) -> None:
-    from implementations.scale_report import write_report
+    from pgtheory.lab.scale_report import write_report
 
     (tmp_path / "data").mkdir()
     (tmp_path / "scale.json").write_text(json.dumps({"env_id": "X", "algos": [],

@@ -9,6 +9,7 @@ classic derivation slip, and lists the property tests that must then fail with a
 from __future__ import annotations
 
 import numpy as np
+import pgtheory.oracles.envs as oenv
 import pytest
 import test_advantage_estimation as t_adv
 import test_bounds as t_bounds
@@ -19,11 +20,10 @@ import test_lqr as t_lqr
 import test_oracles_foundation as t_orc
 import test_symbolic_references as t_sym
 
-import oracles
-import oracles.envs as oenv
 import pgtheory as pg
 import pgtheory.evaluation as ev
 import pgtheory.lqr as lqr
+from pgtheory import oracles
 
 ORIG = {name: getattr(pg, name) for name in pg.__all__}
 ORIG_SOLVE = ev.solve_bellman

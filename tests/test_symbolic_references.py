@@ -1,9 +1,9 @@
 """pgtheory against values lambdified from the symbolic derivations in proofs/.
 
-The symbolic 2-state, 2-action MDP of proofs.mdp_theorems gives exact expressions for V, rho,
-A, J and dJ/dtheta; proofs.estimator_theorems gives GAE as a polynomial in rewards and values;
-proofs.distribution_theorems gives the k3 estimator. Evaluated at random points they are
-reference values for five pgtheory functions, so the numerics and the algebra check each
+The symbolic 2-state, 2-action MDP of pgtheory.proofs.mdp_theorems gives exact expressions for V,
+rho, A, J and dJ/dtheta; pgtheory.proofs.estimator_theorems gives GAE as a polynomial in rewards and
+values; pgtheory.proofs.distribution_theorems gives the k3 estimator. Evaluated at random points
+they are reference values for five pgtheory functions, so the numerics and the algebra check each
 other.
 """
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import sympy as sp
 from helpers import rel_err
+from pgtheory.proofs.distribution_theorems import KL_ESTIMATORS
+from pgtheory.proofs.estimator_theorems import gae_reference
+from pgtheory.proofs.mdp_theorems import symbolic_quantities
 
 import pgtheory as pg
-from proofs.distribution_theorems import KL_ESTIMATORS
-from proofs.estimator_theorems import gae_reference
-from proofs.mdp_theorems import symbolic_quantities
 
 SYM = symbolic_quantities()
 NAMES = [str(s) for s in SYM["symbols"]]

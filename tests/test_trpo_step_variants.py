@@ -15,9 +15,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from oracles import batch, suite
-from oracles.sb3 import SB3Target
+from pgtheory.oracles import batch, suite
+from pgtheory.oracles.sb3 import SB3Target
 
 
 def _factory(env):
@@ -106,7 +105,7 @@ NPG_RELU = dict(npg=True, activation="relu", hidden_sizes=(16, 8), max_kl=0.0033
 def test_the_natural_policy_gradient_is_not_held_to_the_kl_bound():
     # campaign:trpo:6 (seed 6): NPG's full step had batch KL 0.003556 > delta 0.003388 and was
     # reported as "the line search does not check the KL"; NPG has no line search
-    from implementations.targets import target
+    from pgtheory.implementations.targets import target
 
     npg = target("trpo", **NPG_RELU)
     assert npg.hyperparameters["line_search"] is False

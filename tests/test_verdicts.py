@@ -18,13 +18,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
-from oracles import suite
-from oracles.audit import run_audit
-from oracles.example_target import ExampleAgent, ExampleTarget, ppo
-from oracles.protocol import Iteration, TargetProtocolError, Update, validate_target
-from oracles.results import VERDICTS, CheckResult, TargetCrashed
-from oracles.suite import SuiteConfig, plan, run_suite, sample_updates
+from pgtheory.oracles import suite
+from pgtheory.oracles.audit import run_audit
+from pgtheory.oracles.example_target import ExampleAgent, ExampleTarget, ppo
+from pgtheory.oracles.protocol import Iteration, TargetProtocolError, Update, validate_target
+from pgtheory.oracles.results import VERDICTS, CheckResult, TargetCrashed
+from pgtheory.oracles.suite import SuiteConfig, plan, run_suite, sample_updates
 
 QUICK = dataclasses.replace(SuiteConfig.quick(0), train_steps=0)
 
@@ -85,7 +84,7 @@ class ContinuousOnly:
     action_kinds = ("continuous",)
 
     def __init__(self, declare: bool = True) -> None:
-        from implementations.targets import target
+        from pgtheory.implementations.targets import target
 
         self.inner = target("ppo")
         self.name, self.algorithm = "continuous-only-ppo", "ppo"
@@ -188,8 +187,8 @@ def test_a_chance_rejection_is_not_confirmed_and_is_inconclusive():
     rejected at p = 0.00022 (stated rate 3.3e-4) and passed at p = 0.87 on four times the
     trials. It is now rerun on independent trials before any FAIL, and reported inconclusive
     with both p-values."""
-    from implementations.targets import target
-    from oracles.audit import audit_config
+    from pgtheory.implementations.targets import target
+    from pgtheory.oracles.audit import audit_config
 
     cfg = dataclasses.replace(audit_config(9), train_steps=0)
     res = {r.name: r for r in run_suite(target("ppo", **PPO9), config=cfg)}

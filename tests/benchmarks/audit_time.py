@@ -25,9 +25,9 @@ TARGETS = {"sb3:PPO": "PPO", "sb3:A2C": "A2C", "sb3-contrib:TRPO": "TRPO", "exam
 
 LEARN = """
 import gymnasium as gym
-from oracles.envs import TabularEnv
-from oracles.sb3 import builtin_factory
-from oracles.suite import oracle_mdp
+from pgtheory.oracles.envs import TabularEnv
+from pgtheory.oracles.sb3 import builtin_factory
+from pgtheory.oracles.suite import oracle_mdp
 env = gym.wrappers.TimeLimit(TabularEnv(oracle_mdp(0.99, 0)), 6)
 builtin_factory({name!r})(env).learn(10_000)
 """

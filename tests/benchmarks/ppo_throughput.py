@@ -25,8 +25,8 @@ import sys
 OURS = """
 import time, torch, json
 torch.set_num_threads(1)
-from implementations.ppo import PPOAgent, PPOConfig
-from implementations.common import make_env_fn
+from pgtheory.implementations.ppo import PPOAgent, PPOConfig
+from pgtheory.implementations.common import make_env_fn
 cfg = PPOConfig(num_steps=2048, n_epochs=10, n_minibatches=32, anneal_lr=False)
 agent = PPOAgent(make_env_fn({env!r}, cfg), cfg, seed=0, num_envs=1, record=False)
 t0 = time.perf_counter()

@@ -3,13 +3,13 @@
 ``pgtheory audit --power`` (this module's :func:`main`) does three things, resumably (four
 with ``--campaign N``):
 
-1. audits every mutant of :mod:`oracles.mutants` (full audits, seed 0) and appends one record
+1. audits every mutant of :mod:`pgtheory.lab.mutants` (full audits, seed 0) and appends one record
    per mutant to ``RECORDS/mutants.jsonl``;
 2. audits the unmodified targets (the project's four implementations and the
    Stable-Baselines3 / sb3-contrib controls) over seeds ``1..N`` (seed 0 is what CI and the
    README use) and appends one record per (target, seed) to ``RECORDS/audits.jsonl``;
 3. with ``--campaign N``, audits random correct configurations ``1..N`` of each family of
-   :mod:`oracles.campaign` (configuration ``i`` at seed ``i``, so the oracle MDP and the
+   :mod:`pgtheory.lab.campaign` (configuration ``i`` at seed ``i``, so the oracle MDP and the
    agents' seeds vary too; reproduce one with ``pgtheory audit campaign:FAMILY:i --seed i``)
    and appends one record per configuration to ``RECORDS/campaign.jsonl``, with its family,
    index and configuration;
@@ -28,14 +28,14 @@ the commits it summarizes.
 
 Audit records keep the names of the failed, inconclusive and error checks and those checks'
 explanations (:func:`audit_record`); only a fail counts as a false alarm (the verdicts are
-defined in :mod:`oracles.results`). A rerun of a campaign configuration supersedes its earlier
-record in the scorecard.
+defined in :mod:`pgtheory.oracles.results`). A rerun of a campaign configuration supersedes its
+earlier record in the scorecard.
 
 A record's ``scope`` says which checks ran: ``"audit"`` (the full audit) or
-``"policy_head"`` (only :data:`oracles.suite.POLICY_HEAD_CHECKS`, for audits recorded before
-those checks existed; the other checks' results do not depend on them, see
-:func:`oracles.suite.run_suite`). A seed counts towards the false-alarm rate when its records
-together cover every check the current audit plans; the seed fails when any of them failed.
+``"policy_head"`` (only :data:`pgtheory.oracles.suite.POLICY_HEAD_CHECKS`, for audits recorded
+before those checks existed; the other checks' results do not depend on them, see
+:func:`pgtheory.oracles.suite.run_suite`). A seed counts towards the false-alarm rate when its
+records together cover every check the current audit plans; the seed fails when any of them failed.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def _run_audit(target: str, seed: int, scope: str, commit: str) -> dict:
 def _run_mutant(name: str, commit: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kill.json")
-        cmd = [sys.executable, "-m", "oracles.mutants", "--only", name, "--json", path]
+        cmd = [sys.executable, "-m", "pgtheory.lab.mutants", "--only", name, "--json", path]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         if not os.path.exists(path):
             return {"mutant": name, "flagged": [], "seconds": None, "commit": commit,
@@ -239,8 +239,8 @@ def _run_mutant(name: str, commit: str) -> dict:
 
 def _policy_head_report(target: str, seed: int) -> dict:
     """Only the policy-head checks of the audit (``--_policy-head``; see the module doc)."""
-    from oracles.audit import audit_config, resolve_target
-    from oracles.suite import _policy_head_checks
+    from pgtheory.oracles.audit import audit_config, resolve_target
+    from pgtheory.oracles.suite import _policy_head_checks
 
     t0 = time.perf_counter()
     out = _policy_head_checks(resolve_target(target), audit_config(seed))
@@ -263,7 +263,7 @@ def campaign_jobs(n: int, families: list[str] | None = None) -> list[tuple[str, 
     PowerError
         ``n < 0`` or an unknown family.
     """
-    from oracles.campaign import FAMILIES
+    from pgtheory.lab.campaign import FAMILIES
 
     families = list(FAMILIES if families is None else families)
     bad = [f for f in families if f not in FAMILIES]
@@ -275,7 +275,7 @@ def campaign_jobs(n: int, families: list[str] | None = None) -> list[tuple[str, 
 
 def _campaign_record(rec: dict) -> dict:
     """An audit record of a campaign target, with its family, index and configuration."""
-    from oracles.campaign import draw_configuration, parse_spec
+    from pgtheory.lab.campaign import draw_configuration, parse_spec
 
     family, index = parse_spec(rec["target"])
     return {**rec, "family": family, "index": index,
@@ -348,20 +348,20 @@ def run_jobs(records: Records, *, mutants: list[str], targets: list[str], seeds:
 # ---------------------------------------------------------------------------- scorecard
 def _stated_rate(target: str) -> tuple[float, str]:
     """Family-wise false-positive rate the audit states for ``target``'s statistical checks."""
-    from oracles.audit import AUDIT_ALPHA, resolve_target
+    from pgtheory.oracles.audit import AUDIT_ALPHA, resolve_target
 
     continuous = "continuous" in getattr(resolve_target(target), "action_kinds", ("discrete",))
     a = AUDIT_ALPHA / 3
     # the three in-expectation checks fail only when an independent confirmation rejects too
-    # (oracles.suite._expectation_checks): a^2 each; the action-sampling test a
+    # (pgtheory.oracles.suite._expectation_checks): a^2 each; the action-sampling test a
     rate = 3 * a * a + (a if continuous else 0.0)
     what = f"3 in-expectation checks at {a:.2g}, each confirmed on independent trials"
     return rate, what + (f", and the action-sampling test at {a:.2g}" if continuous else "")
 
 
 def _planned(target: str) -> set[str]:
-    from oracles.audit import resolve_target
-    from oracles.suite import plan
+    from pgtheory.oracles.audit import resolve_target
+    from pgtheory.oracles.suite import plan
 
     return {n for n, why in plan(resolve_target(target)) if why is None}
 
@@ -373,10 +373,10 @@ def _fmt_ci(k: int, n: int) -> str:
 
 def scorecard(records: Records, *, targets: list[str]) -> str:
     """The Markdown scorecard from the records (see the module docstring)."""
-    from oracles.mutants import MUTANTS
+    from pgtheory.lab.mutants import MUTANTS
 
     lines = ["# Oracle power scorecard", "",
-             "Generated by `pgtheory audit --power` (module `oracles/power.py`) from the "
+             "Generated by `pgtheory audit --power` (module `lab/power.py`) from the "
              f"records in `{records.root.as_posix()}/`; rerunning the command resumes or "
              "regenerates it. Machine: the project's 2-core CPU machine, one torch thread per "
              "audit, two audits at a time.", ""]
@@ -575,15 +575,15 @@ def _campaign_goals(crecs: list[dict]) -> list[str]:
 
 
 def _campaign_section(crecs: list[dict]) -> list[str]:
-    """The campaign's scorecard section (see :mod:`oracles.campaign`)."""
-    from oracles.campaign import FAMILIES
+    """The campaign's scorecard section (see :mod:`pgtheory.lab.campaign`)."""
+    from pgtheory.lab.campaign import FAMILIES
 
     by_family: dict[str, list[dict]] = {}
     for r in crecs:
         by_family.setdefault(_family_index(r)[0], []).append(r)
     order = [f for f in FAMILIES if f in by_family] + sorted(set(by_family) - set(FAMILIES))
     lines = ["", "## Random-configuration campaign", "",
-             "Full audits of random *correct* configurations (`oracles/campaign.py`: network "
+             "Full audits of random *correct* configurations (`lab/campaign.py`: network "
              "sizes and activations, learning rates, rollout and minibatch sizes, epochs, "
              "gamma, lambda, advantage normalization, entropy and value coefficients, clip "
              "ranges, value clipping, target KL, gradient clipping, TRPO's KL / CG / critic "
@@ -645,7 +645,7 @@ def _campaign_section(crecs: list[dict]) -> list[str]:
 
 
 def _kill_sections(mutants, mrecs, killable, done, killed) -> list[str]:
-    from oracles.results import LAYERS
+    from pgtheory.oracles.results import LAYERS
 
     lines = ["## Kill rate per layer", "",
              f"A mutant counts for every layer with a failing check. {len(killed)} of "
@@ -711,9 +711,9 @@ def _fpr_rows(arecs: list[dict], targets: list[str]) -> tuple[list, int, int]:
 
 
 def kill_matrix_markdown(records: Records) -> str:
-    """``kill_matrix.md``: every mutant's row (:func:`oracles.mutants.format_matrix`) from the
+    """``kill_matrix.md``: every mutant's row (:func:`pgtheory.lab.mutants.format_matrix`) from the
     records, with the equivalent mutants' arguments from the catalogue."""
-    from oracles.mutants import MUTANTS, KillResult, format_matrix
+    from pgtheory.lab.mutants import MUTANTS, KillResult, format_matrix
 
     recs = {r["mutant"]: r for r in records.load("mutants") if r["mutant"] in MUTANTS}
     results = [KillResult(MUTANTS[n], [tuple(f) for f in recs[n]["flagged"]],
@@ -726,7 +726,7 @@ def kill_matrix_markdown(records: Records) -> str:
              f"`{records.root.as_posix()}/mutants.jsonl` (full audits, seed 0, commit(s) "
              f"{', '.join(commits) or '-'}; median {statistics.median(secs) if secs else 0:.0f} "
              "s per mutant on the 2-core machine, other runs sharing it). The catalogue with "
-             "each mutant's patch is `oracles/mutants.py`; the summary per layer and class is "
+             "each mutant's patch is `lab/mutants.py`; the summary per layer and class is "
              "[scorecard.md](scorecard.md).", "",
              "A mutant is killed when any check of its audit fails; \"flagged by\" lists every "
              "failing check by layer. Mutants are runtime patches of one "
@@ -762,7 +762,7 @@ def build_parser(group=None) -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="discard the records first")
     p.add_argument("--campaign", type=int, default=0, metavar="N",
                    help="also audit random correct configurations 1..N of each family "
-                        "(oracles/campaign.py), configuration i at seed i; records in "
+                        "(lab/campaign.py), configuration i at seed i; records in "
                         "RECORDS/campaign.jsonl (default 0: none). With --skip-mutants "
                         "--seeds 0 --timing 0 only the campaign runs")
     p.add_argument("--campaign-families", default="", metavar="LIST",
@@ -775,8 +775,8 @@ def build_parser(group=None) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run what is missing, write the scorecard; exit 0 when every goal is met, else 1."""
-    from oracles.audit import resolve_target
-    from oracles.mutants import MUTANTS
+    from pgtheory.lab.mutants import MUTANTS
+    from pgtheory.oracles.audit import resolve_target
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets or args.seeds < 0 or args.jobs < 1:
@@ -807,7 +807,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m oracles.power`` (same options as ``pgtheory audit --power``)."""
+    """``python -m pgtheory.lab.power`` (same options as ``pgtheory audit --power``)."""
     return run(build_parser().parse_args(argv))
 
 

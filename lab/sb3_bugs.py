@@ -1,14 +1,14 @@
 """A catalogue of seeded bugs in Stable-Baselines3 / sb3-contrib models, and clean controls.
 
-Each entry is a ``FACTORY(env)`` (the form ``pgtheory audit sb3:oracles.sb3_bugs:NAME`` takes)
+Each entry is a ``FACTORY(env)`` (the form ``pgtheory audit sb3:pgtheory.lab.sb3_bugs:NAME`` takes)
 that builds a library model with one defect injected from outside the library: a rollout-buffer
 subclass, an env or VecEnv wrapper, a policy subclass, a ``train()`` written here in a model
 subclass, or an overridden TRPO method. No library code is copied or edited. Every defect
 reproduces a bug class of ``BUGS.md`` (the project's shared catalogue of real defects); the
 public report it reproduces is given where there is one.
 
-Run ``python -m oracles.sb3_bugs`` (``--quick``, ``--only NAME``) to audit every entry and print
-whether each bug was flagged, by which check, and that the controls pass; exit status 1 when a
+Run ``python -m pgtheory.lab.sb3_bugs`` (``--quick``, ``--only NAME``) to audit every entry and
+print whether each bug was flagged, by which check, and that the controls pass; exit status 1 when a
 bug is missed or a control fails. ``tests/test_sb3_audit.py`` runs the same (the full run is
 marked ``catalogue``; CI runs a fast subset).
 
@@ -75,14 +75,14 @@ def _buffer_class(defect: str):
 
 def _with_buffer(algorithm: str, defect: str) -> Callable:
     def factory(env):
-        from oracles.sb3 import builtin_factory
+        from pgtheory.oracles.sb3 import builtin_factory
 
         return builtin_factory(algorithm, rollout_buffer_class=_buffer_class(defect))(env)
     return factory
 
 
 def _sizes(algorithm: str) -> dict:
-    from oracles.sb3 import BUILTIN_DEFAULTS
+    from pgtheory.oracles.sb3 import BUILTIN_DEFAULTS
 
     return dict(BUILTIN_DEFAULTS[algorithm])
 
@@ -318,7 +318,7 @@ BUGS: dict[str, SeededBug] = {b.name: b for b in [
 
 def _builtin(name: str, **kwargs) -> Callable:
     def factory(env):
-        from oracles.sb3 import builtin_factory
+        from pgtheory.oracles.sb3 import builtin_factory
 
         return builtin_factory(name, **kwargs)(env)
     return factory
@@ -334,7 +334,7 @@ CONTROLS: dict[str, Callable] = {
     "ppo_own_train": _own_train(None, ent_coef=0.01, learning_rate=3e-3),
 }
 
-# module attributes, so that ``sb3:oracles.sb3_bugs:NAME`` resolves every entry
+# module attributes, so that ``sb3:pgtheory.lab.sb3_bugs:NAME`` resolves every entry
 globals().update({k: v.factory for k, v in BUGS.items()})
 globals().update(CONTROLS)
 
@@ -344,9 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import time
 
-    from oracles.audit import run_audit
+    from pgtheory.oracles.audit import run_audit
 
-    parser = argparse.ArgumentParser(prog="python -m oracles.sb3_bugs",
+    parser = argparse.ArgumentParser(prog="python -m pgtheory.lab.sb3_bugs",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="quick audits")
     parser.add_argument("--seed", type=int, default=0)
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'entry':<32} {'expected':<8} {'verdict':<8} {'time':>6}  failed checks")
     for name in names:
         t0 = time.perf_counter()
-        report = run_audit(f"sb3:oracles.sb3_bugs:{name}", seed=args.seed, quick=args.quick)
+        report = run_audit(f"sb3:pgtheory.lab.sb3_bugs:{name}", seed=args.seed, quick=args.quick)
         failed = [r.name for r in report.results if r.verdict == "fail"]
         want = "flagged" if name in BUGS else "pass"
         if name in BUGS:

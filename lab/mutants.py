@@ -1,8 +1,8 @@
 """Seeded bugs (mutants) in the project's own REINFORCE, A2C, TRPO and PPO, and their kill matrix.
 
 How mutants are applied: each is a set of **runtime patches** (``unittest.mock.patch``) of one
-function of :mod:`implementations.core` or one method of an agent class, active only while that
-mutant's audit runs; the source files are never edited, and nothing in the implementations
+function of :mod:`pgtheory.implementations.core` or one method of an agent class, active only while
+that mutant's audit runs; the source files are never edited, and nothing in the implementations
 exists only for mutation (the patched pieces are the functions and methods the algorithms are
 written with). A few mutants are *configuration* mutants: the agent runs with one setting while
 its target declares another to the oracles (an entropy bonus with the wrong sign is ``ent_coef =
@@ -13,7 +13,7 @@ one) or one of the continuous-action classes (log-probability averaged instead o
 action dimensions, log-std errors, Gaussian KL errors). ``equivalent`` gives the argument when
 no check can flag a mutant in principle.
 
-Run ``python -m oracles.mutants`` (``--quick``, ``--only NAME ...``, ``--markdown PATH``) to
+Run ``python -m pgtheory.lab.mutants`` (``--quick``, ``--only NAME ...``, ``--markdown PATH``) to
 audit every mutant (full audits by default) and print the kill matrix: which checks (layer,
 name) flag each mutant. Exit status 1 when a non-equivalent mutant survives.
 """
@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from unittest import mock
 
 import numpy as np
+
+_CORE = "pgtheory.implementations.core"  # the module whose functions the mutants patch
 
 __all__ = ["MUTANTS", "KillResult", "Mutant", "applied", "kill_matrix", "main", "run_mutant"]
 
@@ -89,7 +91,7 @@ def applied(mutant: Mutant) -> Iterator[None]:
 
 def make_target(mutant: Mutant):
     """The mutated implementation's oracle target (declared hyperparameters applied)."""
-    from implementations.targets import target
+    from pgtheory.implementations.targets import target
 
     t = target(mutant.algorithm, **mutant.overrides)
     t.hyperparameters.update(mutant.declared)
@@ -124,13 +126,13 @@ def _where(cond, a, b):
 
 def _gae(fn: Callable) -> tuple:
     """Patch of core.gae: ``fn(original, r, v, nv, term, trunc, gamma, lam)``."""
-    return (("implementations.core.gae",
+    return ((_CORE + ".gae",
              lambda orig: (lambda r, v, nv, te, tr, g, lam: fn(orig, r, v, nv, te, tr, g, lam))),)
 
 
 def _surrogate(fn: Callable) -> tuple:
     """Patch of core.clipped_surrogate_loss: ``fn(logp, logp_old, adv, eps)``."""
-    return (("implementations.core.clipped_surrogate_loss", lambda orig: fn),)
+    return ((_CORE + ".clipped_surrogate_loss", lambda orig: fn),)
 
 
 def _torch():
@@ -208,7 +210,7 @@ def _pg_normalized(logp, advantages, weights=None):
 
 
 def _entropy_mean_dims(log_std):
-    from implementations import core
+    from pgtheory.implementations import core
 
     return (log_std + 0.5 * (1.0 + core._LOG_2PI)).mean(-1)
 
@@ -224,7 +226,7 @@ def _kl_no_square(m1, s1, m2, s2):
 
 
 def _detached_log_std(orig):
-    from implementations import core
+    from pgtheory.implementations import core
 
     def forward(self, obs):
         out = self.net(obs)
@@ -314,7 +316,7 @@ _LIST = [
            _gae(_truncation_from_own_value), expected=(_GAE,)),
     Mutant("truncation_bootstrap_reset_obs", "trpo", "truncation",
            "the bootstrap uses the next episode's first observation (final_obs ignored)",
-           "ml-agents PR #574", (("implementations.common.Agent.true_next_observations",
+           "ml-agents PR #574", (("pgtheory.implementations.common.Agent.true_next_observations",
                                   lambda orig: staticmethod(lambda next_obs, info:
                                                             np.array(next_obs, copy=True))),),
            expected=(_GAE,)),
@@ -337,12 +339,12 @@ _LIST = [
            expected=(_GAE,)),
     Mutant("rewards_shifted", "reinforce", "done indexing",
            "rewards used one step late in the returns", "Spinning Up #50",
-           (("implementations.core.discounted_returns", _reward_to_go_shifted),),
+           ((_CORE + ".discounted_returns", _reward_to_go_shifted),),
            expected=(_GAE,)),
     Mutant("next_step_autoreset", "ppo", "vector envs",
            "collection loop written for same-step autoreset run with NEXT_STEP: a spurious "
            "transition after every episode end", "CleanRL #499; Gymnasium PR #1227",
-           (("implementations.common.Agent.autoreset_mode",
+           (("pgtheory.implementations.common.Agent.autoreset_mode",
              lambda orig: __import__("gymnasium").vector.AutoresetMode.NEXT_STEP),)),
     # --- GAE algebra --------------------------------------------------------------
     Mutant("gae_lambda_power", "ppo", "GAE algebra",
@@ -358,18 +360,18 @@ _LIST = [
            expected=(_GAE,)),
     Mutant("returns_ignore_gamma", "reinforce", "normalization",
            "the configured gamma ignored: undiscounted reward-to-go", "CleanRL #203",
-           (("implementations.core.discounted_returns",
+           ((_CORE + ".discounted_returns",
              lambda orig: (lambda r, nv, te, tr, g: orig(r, nv, te, tr, 1.0))),),
            expected=(_GAE,)),
     # --- advantage normalization ------------------------------------------------------
     Mutant("normalize_single_sample_nan", "ppo", "advantage normalization",
            "normalizing a one-sample minibatch gives NaN (no guard)",
-           "Stable-Baselines3 #325", (("implementations.core.normalize",
+           "Stable-Baselines3 #325", ((_CORE + ".normalize",
                                       lambda orig: _normalize_no_guard),),
            overrides={"n_minibatches": 64}),
     Mutant("undeclared_normalization", "a2c", "advantage normalization",
            "A2C normalizes its advantages although it declares it does not", "",
-           (("implementations.core.policy_gradient_loss", lambda orig: _pg_normalized),),
+           ((_CORE + ".policy_gradient_loss", lambda orig: _pg_normalized),),
            expected=(_PG,)),
     # --- ratio / clipping -----------------------------------------------------------
     Mutant("ratio_inverted", "ppo", "ratio / clipping", "ratio inverted: pi_old / pi", "",
@@ -391,20 +393,20 @@ _LIST = [
     # --- value loss ---------------------------------------------------------------
     Mutant("value_clip_gradient_vanishes", "ppo", "value loss",
            "the clipped value branch carries no gradient", "RLlib #19291",
-           (("implementations.core.clipped_value_loss", lambda orig: _value_clip_vanishes),),
+           ((_CORE + ".clipped_value_loss", lambda orig: _value_clip_vanishes),),
            overrides={"clip_range_vf": 0.01}),
     Mutant("critic_regressed_to_advantage", "a2c", "value loss",
            "critic targets are the advantages instead of the returns", "",
-           (("implementations.common.Agent.value_targets",
+           (("pgtheory.implementations.common.Agent.value_targets",
              lambda orig: staticmethod(lambda adv, values: adv)),),
            expected=("given_the_batch.returns",)),
     Mutant("value_targets_normalized", "ppo", "normalization",
            "value targets built from normalized advantages", "on-policy (MAPPO) #12",
-           (("implementations.common.Agent.value_targets",
+           (("pgtheory.implementations.common.Agent.value_targets",
              lambda orig: staticmethod(lambda adv, values: _normalize_no_guard(adv) + values)),),
            expected=("given_the_batch.returns",)),
     Mutant("value_loss_sign", "trpo", "value loss", "value loss sign flipped", "",
-           (("implementations.core.value_loss",
+           ((_CORE + ".value_loss",
              lambda orig: (lambda v, r: -orig(v, r))),),
            expected=("given_the_batch.value_gradient",)),
     # --- entropy -------------------------------------------------------------------
@@ -413,38 +415,38 @@ _LIST = [
            overrides={"ent_coef": -0.01}, declared={"ent_coef": 0.01}, expected=(_PG,)),
     Mutant("gaussian_entropy_not_summed", "ppo", "entropy",
            "diagonal-Gaussian entropy averaged, not summed, over action dimensions",
-           "PPO-Keras #4", (("implementations.core.gaussian_entropy",
+           "PPO-Keras #4", ((_CORE + ".gaussian_entropy",
                              lambda orig: _entropy_mean_dims),),
            expected=("components.gaussian_entropy",)),
     # --- KL ------------------------------------------------------------------------
     Mutant("k1_for_early_stopping", "ppo", "KL",
            "the k1 estimator (can be negative) used for early stopping instead of k3",
-           "Stable-Baselines3 #417", (("implementations.core.kl_k3", _k1_instead_of_k3),),
+           "Stable-Baselines3 #417", ((_CORE + ".kl_k3", _k1_instead_of_k3),),
            overrides={"target_kl": 0.01}, expected=("components.kl_k3",)),
     Mutant("gaussian_kl_no_square", "trpo", "KL",
            "Gaussian KL with sigma1/sigma2 where its square belongs", "pat-coady/trpo #25",
-           (("implementations.core.gaussian_kl", lambda orig: _kl_no_square),),
+           ((_CORE + ".gaussian_kl", lambda orig: _kl_no_square),),
            expected=("components.gaussian_kl",)),
     # --- TRPO -----------------------------------------------------------------------
     Mutant("trpo_vanilla_direction", "trpo", "TRPO",
            "conjugate gradient skipped: the step follows g, not F^-1 g", "",
-           (("implementations.core.conjugate_gradient",
+           ((_CORE + ".conjugate_gradient",
              lambda orig: (lambda mv, b, n, residual_tol=1e-10: b)),), expected=(_STEP,)),
     Mutant("trpo_no_factor_two", "trpo", "TRPO", "full step sqrt(delta / x^T F x)", "",
-           (("implementations.trpo.TRPOAgent.full_step_scale",
+           (("pgtheory.implementations.trpo.TRPOAgent.full_step_scale",
              lambda orig: (lambda self, xFx: _torch().sqrt(self.cfg.max_kl / xFx))),),
            expected=(_STEP,)),
     Mutant("trpo_no_sqrt", "trpo", "TRPO", "full step 2 delta / x^T F x (no square root)", "",
-           (("implementations.trpo.TRPOAgent.full_step_scale",
+           (("pgtheory.implementations.trpo.TRPOAgent.full_step_scale",
              lambda orig: (lambda self, xFx: 2 * self.cfg.max_kl / xFx)),),
            expected=(_STEP,)),
     Mutant("trpo_line_search_never_accepts", "trpo", "TRPO",
            "the line search never accepts a step", "wojzaremba/trpo #1",
-           (("implementations.core.backtracking_line_search", lambda orig: _line_search_never),),
+           ((_CORE + ".backtracking_line_search", lambda orig: _line_search_never),),
            expected=(_STEP,)),
     Mutant("trpo_line_search_ignores_kl", "trpo", "TRPO",
            "the line search accepts without checking the KL", "joschu/modular_rl #7",
-           (("implementations.core.backtracking_line_search", lambda orig: _line_search_no_kl),),
+           ((_CORE + ".backtracking_line_search", lambda orig: _line_search_no_kl),),
            overrides={"max_kl": 0.05}),
     Mutant("trpo_damping_undeclared", "trpo", "TRPO",
            "CG solves F x = g (no damping) while the configuration says 0.1", "",
@@ -452,23 +454,23 @@ _LIST = [
     # --- REINFORCE --------------------------------------------------------------------
     Mutant("gamma_t_declared_not_applied", "reinforce", "REINFORCE",
            "gamma^t weighting declared but the loss omits it", "",
-           (("implementations.reinforce.REINFORCEAgent.sample_weights",
+           (("pgtheory.implementations.reinforce.REINFORCEAgent.sample_weights",
              lambda orig: (lambda self, te, tr: None)),),
            overrides={"gamma_t_weighting": True}, expected=(_PG,)),
     # --- continuous actions -------------------------------------------------------------
     Mutant("log_prob_averaged_over_dims", "ppo", "continuous actions",
            "Gaussian log-probability averaged instead of summed over action dimensions", "",
-           (("implementations.core.gaussian_log_prob", _log_prob_mean_dims),),
+           ((_CORE + ".gaussian_log_prob", _log_prob_mean_dims),),
            expected=("components.gaussian_log_prob",)),
     Mutant("log_std_detached", "ppo", "continuous actions",
            "the log-std receives no gradient (detached in the policy head)", "",
-           (("implementations.common.Actor.forward", _detached_log_std),),
+           (("pgtheory.implementations.common.Actor.forward", _detached_log_std),),
            expected=("given_the_batch.log_prob_gradient@lqr",)),
     Mutant("clipped_action_stored", "ppo", "continuous actions",
            "the action is clipped to the bounds when sampled, and the clipped one is stored and "
            "trained on (with its log-density) instead of the sampled one",
            "tianshou #312 (variant: there the log-density of the sampled action was stored)",
-           (("implementations.common.Agent.rollout", _clipped_action_stored),),
+           (("pgtheory.implementations.common.Agent.rollout", _clipped_action_stored),),
            expected=("given_the_batch.action_sampling@lqr",)),
     # --- equivalent --------------------------------------------------------------------
     Mutant("policy_loss_doubled", "ppo", "ratio / clipping",
@@ -483,7 +485,7 @@ _LIST = [
     Mutant("samples_with_log_variance", "a2c", "continuous actions",
            "actions sampled with std exp(log_std / 2) (log-std read as log-variance) while the "
            "density uses exp(log_std)", "stable-baselines PR #1060",
-           (("implementations.core.DiagGaussian.rsample", _variance_as_std),),
+           ((_CORE + ".DiagGaussian.rsample", _variance_as_std),),
            expected=("given_the_batch.action_sampling@lqr",)),
 ]
 
@@ -506,9 +508,9 @@ class KillResult:
 
 
 def run_mutant(mutant: Mutant, *, quick: bool = False, seed: int = 0) -> KillResult:
-    """Audit one mutant (the audit's configuration, :func:`oracles.audit.audit_config`)."""
-    from oracles.audit import audit_config
-    from oracles.suite import run_suite
+    """Audit one mutant (the audit's configuration, :func:`pgtheory.oracles.audit.audit_config`)."""
+    from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import run_suite
 
     t0 = time.perf_counter()
     try:
@@ -552,10 +554,10 @@ def format_matrix(results: list[KillResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m oracles.mutants``: audit the mutants and print the kill matrix."""
+    """``python -m pgtheory.lab.mutants``: audit the mutants and print the kill matrix."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m oracles.mutants",
+    parser = argparse.ArgumentParser(prog="python -m pgtheory.lab.mutants",
                                      description="kill matrix of the seeded bugs in "
                                                  "implementations/")
     parser.add_argument("--quick", action="store_true", help="quick audits")

@@ -5,7 +5,7 @@
 Exact ``J`` is not available there, but these need no exact model:
 
 1. **Live oracle monitors** (:class:`LiveMonitor`): after every update, the given-the-batch
-   checks of :mod:`oracles.batch` on that update's batch: stored advantages against GAE
+   checks of :mod:`pgtheory.oracles.batch` on that update's batch: stored advantages against GAE
    recomputed with the critic at collection, value targets, every applied actor and critic
    gradient against the canonical loss gradient on its minibatch, TRPO's step against
    ``beta (F + lambda I)^-1 g`` replayed with exact Fisher-vector products.
@@ -46,9 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from implementations.common import ConfigError
-from implementations.scale_report import write_report
+from pgtheory.implementations.common import ConfigError
+from pgtheory.lab.scale_report import write_report
 
 __all__ = ["BUDGETS", "Budget", "LiveMonitor", "gradient_estimators", "natural_gradient_accuracy",
            "pendulum_anchor", "run_scale", "write_report"]
@@ -128,7 +127,7 @@ def gaussian_params(agent, params: dict, obs: np.ndarray) -> tuple[np.ndarray, n
     AttributeError
         The distribution exposes no ``mean``/``stddev`` (not a Gaussian head).
     """
-    from oracles.protocol import parameters_set
+    from pgtheory.oracles.protocol import parameters_set
 
     with parameters_set(agent, params), torch.no_grad():
         d = agent.distribution(torch.as_tensor(obs, dtype=torch.float32))
@@ -174,7 +173,7 @@ def surrogate_gain(agent, iteration) -> float:
     ----------
     Kakade & Langford (2002), ICML, Sec. 4; Schulman et al. (2015), arXiv:1502.05477v5, Eq. 3.
     """
-    from oracles.protocol import parameters_set
+    from pgtheory.oracles.protocol import parameters_set
 
     r = iteration.rollout
     obs = torch.as_tensor(_flat_rollout(r, "observations"), dtype=torch.float32)
@@ -191,7 +190,7 @@ def evaluate_policy(agent, params: dict, env_fn: Callable, episodes: int, seed: 
     with common random numbers: episode ``e`` resets with seed ``seed + e`` and draws its action
     noise from a generator seeded the same way, so two parameter values are compared on the
     same randomness."""
-    from oracles.protocol import parameters_set
+    from pgtheory.oracles.protocol import parameters_set
 
     out = np.zeros(episodes)
     env = env_fn()
@@ -217,14 +216,15 @@ def evaluate_policy(agent, params: dict, env_fn: Callable, episodes: int, seed: 
 
 # ---------------------------------------------------------------------- live monitors
 class LiveMonitor:
-    """``monitor(agent, iteration)`` for :func:`implementations.train.train`: the oracle
+    """``monitor(agent, iteration)`` for :func:`pgtheory.implementations.train.train`: the oracle
     checks and exact measurements of one update, appended as one JSON line to ``path``.
 
     Parameters
     ----------
     algorithm : {"ppo", "trpo", "a2c"}
     hp : dict
-        The declared hyperparameters (:class:`implementations.targets.ImplementationTarget`).
+        The declared hyperparameters
+        (:class:`pgtheory.implementations.targets.ImplementationTarget`).
     path : Path
         JSONL output; lines already there (a resumed run) are kept, by iteration.
     eval_env_fn : callable or None
@@ -245,8 +245,8 @@ class LiveMonitor:
         self.seconds = 0.0
 
     def checks(self, agent, it) -> dict:
-        """The given-the-batch checks of :mod:`oracles.batch` on one iteration."""
-        from oracles import batch
+        """The given-the-batch checks of :mod:`pgtheory.oracles.batch` on one iteration."""
+        from pgtheory.oracles import batch
 
         hp = self.hp
         out = {"advantages": batch.check_batch_advantages(
@@ -307,7 +307,7 @@ class LiveMonitor:
 
     def _quadratic_model(self, agent, it) -> list | None:
         """``(s, exact KL(theta + s d), 1/2 s^2 d^T F d)`` along the accepted step ``d``."""
-        from oracles.batch import batch_fisher
+        from pgtheory.oracles.batch import batch_fisher
 
         names = _actor_names(agent)
         d = _flat(it.parameters_after, names) - _flat(it.parameters_at_collection, names)
@@ -349,12 +349,12 @@ def natural_gradient_accuracy(agent, *, cg_iters: tuple, dampings: tuple) -> dic
     """Conjugate gradient against the exact ``(F + lambda I)^-1 g`` on one fresh batch.
 
     ``F`` is the Hessian of the batch mean KL at the current actor parameters, built row by row
-    with double backward (:func:`oracles.batch.batch_fisher`), ``g`` the gradient of TRPO's
+    with double backward (:func:`pgtheory.oracles.batch.batch_fisher`), ``g`` the gradient of TRPO's
     surrogate (its advantages, normalized as its configuration says). The exact solutions come
     from the eigendecomposition ``F = V diag(w) V^T`` (``lambda = 0``: the pseudo-inverse,
     eigenvalues below ``RANK_CUTOFF w_max`` dropped). CG runs
-    :func:`implementations.core.conjugate_gradient` (the function TRPO calls) in float64 on the
-    explicit matrix; ``as_run`` repeats TRPO's own float32 Fisher-vector products at its
+    :func:`pgtheory.implementations.core.conjugate_gradient` (the function TRPO calls) in float64 on
+    the explicit matrix; ``as_run`` repeats TRPO's own float32 Fisher-vector products at its
     configured iterations and damping.
 
     Returns
@@ -372,10 +372,9 @@ def natural_gradient_accuracy(agent, *, cg_iters: tuple, dampings: tuple) -> dic
     (CG's error bound in terms of the condition number).
     """
     import scipy.linalg
-
-    from implementations import core
-    from oracles.batch import batch_fisher
-    from oracles.protocol import snapshot
+    from pgtheory.implementations import core
+    from pgtheory.oracles.batch import batch_fisher
+    from pgtheory.oracles.protocol import snapshot
 
     rollout = agent.collect()
     names = _actor_names(agent)
@@ -456,7 +455,7 @@ def estimator_gradients(agent, rollout, gamma: float) -> dict[str, np.ndarray]:
     ``V(s_t)``); ``REINFORCE + baseline`` subtracts ``V(s_t)`` (GAE, lambda 1); ``GAE l``:
     Schulman et al. (2016), arXiv:1506.02438v6, Eq. 16.
     """
-    from implementations import core
+    from pgtheory.implementations import core
 
     T, N = rollout.rewards.shape
     with torch.no_grad():
@@ -625,8 +624,8 @@ def _write(path: Path, data: dict) -> None:
 
 def _load_agent(algorithm: str, env_id: str, overrides: dict, seed: int, num_envs: int,
                 state: Path | None):
-    from implementations import ALGORITHMS
-    from implementations.common import make_env_fn
+    from pgtheory.implementations import ALGORITHMS
+    from pgtheory.implementations.common import make_env_fn
 
     agent_class, config_class = ALGORITHMS[algorithm]
     cfg = config_class().replace(**overrides)
@@ -651,7 +650,7 @@ def run_scale(env_id: str = "Hopper-v5", *, algos: tuple = SCALE_ALGOS, budget: 
         estimator stage "ppo".
     budget : "small", "full" or Budget
     device : str
-        Where the networks train (:func:`implementations.train.train`).
+        Where the networks train (:func:`pgtheory.implementations.train.train`).
     out : path
     seed : int
     progress : bool
@@ -672,10 +671,9 @@ def run_scale(env_id: str = "Hopper-v5", *, algos: tuple = SCALE_ALGOS, budget: 
         Unknown algorithm or budget, or a discrete-action environment.
     """
     import gymnasium as gym
-
-    from implementations.common import make_env_fn
-    from implementations.targets import ImplementationTarget
-    from implementations.train import train
+    from pgtheory.implementations.common import make_env_fn
+    from pgtheory.implementations.targets import ImplementationTarget
+    from pgtheory.implementations.train import train
 
     b = BUDGETS.get(budget) if isinstance(budget, str) else budget
     if b is None:
@@ -700,7 +698,7 @@ def run_scale(env_id: str = "Hopper-v5", *, algos: tuple = SCALE_ALGOS, budget: 
                                 "seed": seed, "overrides": {k: list(v) if isinstance(v, tuple)
                                                             else v for k, v in
                                                             b.overrides.items()}})
-    from implementations import ALGORITHMS
+    from pgtheory.implementations import ALGORITHMS
 
     for algo in algos:  # 1, 2, 4: training with the live monitors
         done = data / f"train_{algo}.json"

@@ -1,17 +1,17 @@
 """The random-configuration campaign: seeded *correct* configurations that users could set.
 
-The false-alarm records of the power run (:mod:`oracles.power`) measure the unmodified
+The false-alarm records of the power run (:mod:`pgtheory.lab.power`) measure the unmodified
 targets in their default configurations only. Users run other configurations; a check that
 fails on a correct configuration is a false alarm all the same. This module draws such
 configurations, reproducibly, over what users set, for seven families:
 
 ``sb3-ppo``, ``sb3-a2c``
     Stable-Baselines3 ``PPO`` / ``A2C``, built by a factory on the oracle env as the
-    ``sb3:MODULE:FACTORY`` targets are (:class:`oracles.sb3.SB3Target`);
+    ``sb3:MODULE:FACTORY`` targets are (:class:`pgtheory.oracles.sb3.SB3Target`);
 ``sb3-trpo``
     sb3-contrib ``TRPO``, likewise;
 ``ppo``, ``a2c``, ``trpo``, ``reinforce``
-    this project's implementations (:func:`implementations.targets.target` with the drawn
+    this project's implementations (:func:`pgtheory.implementations.targets.target` with the drawn
     settings as overrides).
 
 A configuration is a plain JSON-serializable dict, a pure function of ``(family, index)``
@@ -46,7 +46,7 @@ What is drawn (:data:`RANGES` states the numeric ranges)
 
 Audit time
 ----------
-The training checks run a fixed budget of env steps (:class:`oracles.suite.SuiteConfig`,
+The training checks run a fixed budget of env steps (:class:`pgtheory.oracles.suite.SuiteConfig`,
 9600), so the audit's time grows with the optimizer steps per env step. Epochs are drawn
 after the rollout and minibatch sizes, bounded so that :func:`optimizer_steps` (the
 optimizer steps over the training budget) stays within :data:`OPTIMIZER_STEP_BUDGET` of the
@@ -54,7 +54,7 @@ family: about 1.25 times the default configuration's, whose full audit takes 35 
 one core. The goal is every full audit under 120 s.
 
 Reproducing a record: ``pgtheory audit campaign:FAMILY:INDEX --seed SEED`` (the power run
-audits configuration ``i`` at seed ``i``, see :mod:`oracles.power`).
+audits configuration ``i`` at seed ``i``, see :mod:`pgtheory.lab.power`).
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ import math
 from typing import Any
 
 import numpy as np
-
-from oracles.protocol import TargetProtocolError
+from pgtheory.oracles.protocol import TargetProtocolError
 
 __all__ = ["FAMILIES", "OPTIMIZER_STEP_BUDGET", "RANGES", "TRAIN_STEPS", "campaign_target",
            "describe", "draw_configuration", "optimizer_steps", "parse_spec"]
@@ -99,7 +98,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "n_epochs": (1, 10),
 }
 
-#: Env steps of the audit's training checks (:class:`oracles.suite.SuiteConfig`).
+#: Env steps of the audit's training checks (:class:`pgtheory.oracles.suite.SuiteConfig`).
 TRAIN_STEPS = 9600
 
 #: Most optimizer steps over :data:`TRAIN_STEPS` per family (the defaults': sb3-ppo 1500,
@@ -363,8 +362,7 @@ def parse_spec(spec: str) -> tuple[str, int]:
 
 def _sb3_factory(family: str, config: dict):
     import torch
-
-    from oracles.sb3 import _import
+    from pgtheory.oracles.sb3 import _import
 
     cls = (_import("sb3_contrib").TRPO if family == "sb3-trpo"
            else getattr(_import("stable_baselines3"), family.split("-")[1].upper()))
@@ -403,12 +401,12 @@ def campaign_target(spec: str):
     family, index = parse_spec(spec)
     config = draw_configuration(family, index)
     if family.startswith("sb3-"):
-        from oracles.sb3 import SB3Target
+        from pgtheory.oracles.sb3 import SB3Target
 
         target = SB3Target(_sb3_factory(family, config), name=spec)
     else:
-        from implementations.common import ConfigError
-        from implementations.targets import target as implementation_target
+        from pgtheory.implementations.common import ConfigError
+        from pgtheory.implementations.targets import target as implementation_target
 
         try:
             target = implementation_target(family, **config)
