@@ -111,7 +111,7 @@ def _audit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     if args.power:
-        from pgtheory.oracles import power
+        from pgtheory.lab import power
 
         if args.target or args.quick or args.json:
             print("pgtheory audit --power: expected no TARGET, --quick or --json (the power "

@@ -15,7 +15,7 @@ __all__ = ["EXTRAS", "MissingExtraError", "require"]
 EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "oracles": (("torch", "gymnasium", "hypothesis", "tqdm"),
                 "the oracle checks, the audit and the pytest plugin"),
-    "sb3": (("stable_baselines3", "sb3_contrib"), "auditing Stable-Baselines3 / sb3-contrib models"),
+    "sb3": (("stable_baselines3", "sb3_contrib"), "auditing Stable-Baselines3 and sb3-contrib"),
     "mujoco": (("mujoco",), "MuJoCo environments (training, the scale report)"),
     "proofs": (("sympy",), "symbolic proofs and the formula checker"),
     "train": (("tensorboard", "matplotlib"), "`pgtheory train` logs and learning curves"),

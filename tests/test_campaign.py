@@ -19,7 +19,7 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pgtheory.oracles import campaign, power
+from pgtheory.lab import campaign, power
 from pgtheory.oracles.protocol import TargetProtocolError
 
 pytest.importorskip("stable_baselines3")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from pgtheory.lab import power
 from pgtheory.lab.mutants import MUTANTS
-from pgtheory.oracles import power
 from pgtheory.oracles.suite import plan
 
 

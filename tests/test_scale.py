@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from pgtheory.implementations import scale
+from pgtheory.lab import scale
 from pgtheory.lab.scale import Budget, run_scale
 
 TINY = Budget("tiny", train_steps={"ppo": 512, "trpo": 512, "a2c": 160},
