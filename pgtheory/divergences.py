@@ -14,6 +14,7 @@ from scipy.special import rel_entr
 
 from pgtheory._validation import DEFAULT_ATOL, as_float_array, check_distribution_rows
 from pgtheory.errors import InvalidPolicyError
+from pgtheory.evaluation import action_state_weights, check_state_distribution
 
 __all__ = [
     "PolicyDivergence",
@@ -145,12 +146,10 @@ def policy_divergence(mdp, pi, pi_new, *, state_distribution=None,
     Schulman et al. (2015), arXiv:1502.05477v5, Sec. 3-4 (``D_KL^max``, ``mean KL``);
     Achiam et al. (2017), arXiv:1705.10528, Corollary 1 (expected TV under ``d_pi``).
     """
-    from pgtheory.gradients import _check_state_distribution, action_state_weights
-
     p = mdp.check_policy(pi, atol=atol)
     q = mdp.check_policy(pi_new, name="pi_new", atol=atol)
     w = (action_state_weights(mdp, p) if state_distribution is None
-         else _check_state_distribution(mdp, state_distribution))
+         else check_state_distribution(mdp, state_distribution))
     kl = rel_entr(p, q).sum(axis=-1)
     tv = 0.5 * np.abs(p - q).sum(axis=-1)
     live = ~mdp.terminal

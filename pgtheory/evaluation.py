@@ -28,6 +28,7 @@ import scipy.sparse.linalg as spla
 
 from pgtheory._validation import (
     DEFAULT_ATOL,
+    as_float_array,
     check_positive_int,
     ensure_finite_result,
 )
@@ -36,6 +37,7 @@ from pgtheory.mdp import TabularMDP
 
 __all__ = [
     "PolicyIterationResult",
+    "action_state_weights",
     "action_values",
     "advantages",
     "discounted_visitation",
@@ -440,3 +442,42 @@ def policy_iteration(mdp: TabularMDP, *, max_iter: int = 1000, tol: float = 1e-1
            else f"no stable policy after max_iter={n_iter_max} rounds")
     return PolicyIterationResult(policy=pi, state_values=v, action_values=q,
                                  converged=converged, n_iter=n_iter, message=msg)
+
+
+def check_state_distribution(mdp: TabularMDP, w) -> np.ndarray:
+    """``w`` as a float64 array of non-negative state weights, shape (S,).
+
+    Raises
+    ------
+    InvalidArgumentError
+        Wrong shape or a negative weight.
+    """
+    arr = as_float_array(w, "state_distribution", ndim=1)
+    if arr.shape != (mdp.n_states,) or np.any(arr < 0):
+        raise InvalidArgumentError(f"state_distribution: expected non-negative weights of "
+                                   f"shape {(mdp.n_states,)}, received shape {arr.shape} with "
+                                   f"minimum {arr.min() if arr.size else None}")
+    return arr
+
+
+def action_state_weights(mdp: TabularMDP, pi) -> np.ndarray:
+    """State weighting ``w(s) = d_pi(s) * [s is not terminal]`` of the Fisher matrix, KL means
+    and the PPO objective (see the module docstring).
+
+    Returns
+    -------
+    ndarray, shape (S,)
+        Sums to 1 minus the discounted mass absorbed in terminal states.
+
+    Raises
+    ------
+    InvalidPolicyError, SolverError
+        As :func:`pgtheory.state_values`.
+
+    References
+    ----------
+    Agarwal et al. (2021), arXiv:1908.00261, Sec. 2 (``d_pi``); Kakade (2001), Sec. 3.
+    """
+    p = mdp.check_policy(pi)
+    _, rho = values_and_visitation(mdp, p)
+    return (1.0 - mdp.gamma) * np.maximum(rho, 0.0) * (~mdp.terminal)

@@ -28,10 +28,15 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.special import rel_entr
 
-from pgtheory._validation import as_float_array, check_positive, check_positive_int
+from pgtheory._validation import check_positive, check_positive_int
 from pgtheory.divergences import weighted_mean
 from pgtheory.errors import InvalidArgumentError
-from pgtheory.evaluation import expected_return, values_and_visitation
+from pgtheory.evaluation import (
+    action_state_weights,
+    check_state_distribution,
+    expected_return,
+    values_and_visitation,
+)
 from pgtheory.mdp import TabularMDP
 from pgtheory.parameterizations import TabularSoftmax
 
@@ -61,44 +66,12 @@ def _check_param(mdp: TabularMDP, param) -> None:
             f"the MDP, received {(param.n_states, param.n_actions)}")
 
 
-def _check_state_distribution(mdp: TabularMDP, w) -> np.ndarray:
-    arr = as_float_array(w, "state_distribution", ndim=1)
-    if arr.shape != (mdp.n_states,) or np.any(arr < 0):
-        raise InvalidArgumentError(f"state_distribution: expected non-negative weights of "
-                                   f"shape {(mdp.n_states,)}, received shape {arr.shape} with "
-                                   f"minimum {arr.min() if arr.size else None}")
-    return arr
-
-
 def _evaluate(mdp: TabularMDP, pi: np.ndarray, solver: str = "auto"):
     """V, Q and normalized d for a validated policy (one factorization when dense)."""
     v, rho = values_and_visitation(mdp, pi, solver=solver)
     q = mdp.R + mdp.gamma * mdp.next_state_expectation(v)
     d = (1.0 - mdp.gamma) * np.maximum(rho, 0.0)
     return v, q, d
-
-
-def action_state_weights(mdp: TabularMDP, pi) -> np.ndarray:
-    """State weighting ``w(s) = d_pi(s) * [s is not terminal]`` of the Fisher matrix, KL means
-    and the PPO objective (see the module docstring).
-
-    Returns
-    -------
-    ndarray, shape (S,)
-        Sums to 1 minus the discounted mass absorbed in terminal states.
-
-    Raises
-    ------
-    InvalidPolicyError, SolverError
-        As :func:`pgtheory.state_values`.
-
-    References
-    ----------
-    Agarwal et al. (2021), arXiv:1908.00261, Sec. 2 (``d_pi``); Kakade (2001), Sec. 3.
-    """
-    p = mdp.check_policy(pi)
-    _, _, d = _evaluate(mdp, p)
-    return d * (~mdp.terminal)
 
 
 def _contract_score(param, theta, coeff: np.ndarray) -> np.ndarray:
@@ -490,7 +463,7 @@ def ppo_objective(mdp: TabularMDP, param, theta, theta_old, *, clip_range: float
     v, q, d = _evaluate(mdp, pi_old)
     adv = q - v[:, None]
     w = (d * (~mdp.terminal) if state_distribution is None
-         else _check_state_distribution(mdp, state_distribution))
+         else check_state_distribution(mdp, state_distribution))
     support = pi_old > 0
     r = np.divide(pi, pi_old, out=np.ones_like(pi), where=support)
     clipped = np.clip(r, 1.0 - eps, 1.0 + eps)
