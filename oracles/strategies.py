@@ -7,11 +7,15 @@ what the drawn values guarantee and what failing examples shrink towards.
 
 from __future__ import annotations
 
-import dataclasses
+from pgtheory.extras import require
+
+require("oracles")  # before the optional imports: a missing extra is one line naming it
+
 
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+from pgtheory.oracles.rollouts import RolloutBatch, simulate_rollout
 
 import pgtheory as pg
 
@@ -170,65 +174,6 @@ def softmax_parameters(draw, *, n_states: int, n_actions: int, max_abs: float = 
     vals = draw(st.lists(st.floats(-max_abs, max_abs, allow_nan=False),
                          min_size=n_states * n_actions, max_size=n_states * n_actions))
     return np.array(vals)
-
-
-@dataclasses.dataclass(frozen=True)
-class RolloutBatch:
-    """A time-major rollout of N parallel environments for T steps (gymnasium 1.x semantics).
-
-    Attributes
-    ----------
-    states, actions : ndarray of int, shape (T, N)
-        ``s_t`` and ``a_t``.
-    rewards : ndarray, shape (T, N)
-        ``R[s_t, a_t]``.
-    next_states : ndarray of int, shape (T, N)
-        The true ``s_{t+1}``: the final state where the episode ended at ``t``.
-    terminated, truncated : ndarray of bool, shape (T, N)
-    steps_to_time_limit : ndarray of int, shape (T, N)
-        Steps left before the time limit, counting step ``t`` (0 when there is no limit).
-    bootstrap_states : ndarray of int, shape (N,)
-        ``s_T``, the state after the buffer (for the last bootstrap).
-    """
-
-    states: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    next_states: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    steps_to_time_limit: np.ndarray
-    bootstrap_states: np.ndarray
-
-
-def simulate_rollout(mdp: pg.TabularMDP, pi: np.ndarray, *, num_steps: int, num_envs: int,
-                     time_limit: int | None, rng: np.random.Generator) -> RolloutBatch:
-    """Simulate a :class:`RolloutBatch` (episodes reset from ``mu`` after either flag)."""
-    T, N, S = num_steps, num_envs, mdp.n_states
-    P = mdp.dense_P()
-    shape = (T, N)
-    states, actions, nxt = (np.zeros(shape, int) for _ in range(3))
-    rewards = np.zeros(shape)
-    term, trunc = np.zeros(shape, bool), np.zeros(shape, bool)
-    left = np.zeros(shape, int)
-    s = rng.choice(S, size=N, p=mdp.mu)
-    age = np.zeros(N, int)
-    for t in range(T):
-        for n in range(N):
-            a = rng.choice(mdp.n_actions, p=pi[s[n]])
-            s2 = rng.choice(S, p=P[s[n], a])
-            states[t, n], actions[t, n], nxt[t, n] = s[n], a, s2
-            rewards[t, n] = mdp.R[s[n], a]
-            age[n] += 1
-            term[t, n] = bool(mdp.terminal[s2])
-            if time_limit is not None:
-                left[t, n] = time_limit - age[n] + 1
-                trunc[t, n] = (not term[t, n]) and age[n] >= time_limit
-            if term[t, n] or trunc[t, n]:
-                s[n], age[n] = rng.choice(S, p=mdp.mu), 0
-            else:
-                s[n] = s2
-    return RolloutBatch(states, actions, rewards, nxt, term, trunc, left, s.copy())
 
 
 @st.composite
