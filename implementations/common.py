@@ -35,6 +35,10 @@ Protocol
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("oracles")  # before the optional imports: a missing extra is one line naming it
+
 import dataclasses
 import itertools
 from collections import deque

@@ -17,6 +17,10 @@ the functions of this module, so the component checks test the code paths traini
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("oracles")  # before the optional imports: a missing extra is one line naming it
+
 import math
 from collections.abc import Callable
 from typing import ClassVar

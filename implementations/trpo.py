@@ -27,6 +27,10 @@ Implementation details and their sources
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("oracles")  # before the optional imports: a missing extra is one line naming it
+
 import dataclasses
 
 import numpy as np

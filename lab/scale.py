@@ -36,6 +36,10 @@ Budgets: ``small`` finishes within about 30 minutes on 2 CPU cores (the README's
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("oracles")  # before the optional imports: a missing extra is one line naming it
+
 import dataclasses
 import json
 import math
@@ -578,12 +582,15 @@ def pendulum_anchor(agent, *, episodes: int = 10, seed: int = 0) -> dict:
 
     References
     ----------
-    :func:`pgtheory.lqr.inverted_pendulum_lqr`; Lyapunov's indirect method (a controller that
-    holds the pendulum up must stabilize the linearization, up to marginal cases).
+    :func:`pgtheory.implementations.mujoco_lqr.inverted_pendulum_lqr`; Lyapunov's indirect method
+    (a controller that holds the pendulum up must stabilize the linearization, up to marginal
+    cases).
     """
+    from pgtheory.implementations.mujoco_lqr import inverted_pendulum_lqr
+
     from pgtheory import lqr
 
-    anchor = lqr.inverted_pendulum_lqr()
+    anchor = inverted_pendulum_lqr()
     model, K_star = anchor.model, anchor.optimal.K
     K_ppo, mu0 = local_gain(agent)
 

@@ -387,7 +387,8 @@ def _section_estimators(rep: Path, data: dict | None) -> list[str]:
 def _section_pendulum(rep: Path, d: dict | None) -> list[str]:
     L = ["## 6. Continuous exact anchor: InvertedPendulum-v5 against LQR", "",
          "**Theory.** The MuJoCo model linearized about the upright state "
-         "(`pgtheory.lqr.inverted_pendulum_lqr`, finite differences of `mj_step`) has an exact "
+         "(`pgtheory.implementations.mujoco_lqr.inverted_pendulum_lqr`, finite differences of "
+         "`mj_step`) has an exact "
          "optimal linear policy `u = -K* x` for the quadratic cost `Q = I`, `R = 0.1` "
          "(discounted Riccati equation). By Lyapunov's indirect method it stabilizes the real "
          "pendulum near upright, so it should hold it for the full 1,000 steps from the "

@@ -10,8 +10,12 @@
   optimal policy (:func:`probe_mdp`, :func:`probe_solution`), registered as
   ``pgtheory/Probe1-v0`` ... ``pgtheory/Probe5-v0``.
 
-Registered ids: ``pgtheory/Tabular-v0`` (pass ``mdp=``) and the probes; they are registered
-when :mod:`pgtheory.oracles.envs` is imported.
+* :class:`LinearQuadraticEnv` simulates a :class:`pgtheory.lqr.LQRModel` (continuous actions;
+  the exact values are the closed forms of :mod:`pgtheory.lqr`).
+
+Registered ids: ``pgtheory/Tabular-v0`` (pass ``mdp=``), the probes, ``pgtheory/Chain-v0``,
+``pgtheory/GridWorld-v0`` and ``pgtheory/LinearQuadratic-v0`` (pass ``model=``); they are
+registered when :mod:`pgtheory.oracles.envs` is imported.
 """
 
 from __future__ import annotations
@@ -19,14 +23,21 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 import pgtheory as pg
+from pgtheory._validation import as_float_array
 from pgtheory.errors import InvalidArgumentError
+from pgtheory.extras import require
+from pgtheory.lqr import LQRModel, double_integrator
 
-__all__ = ["PROBE_DESCRIPTIONS", "ProbeSolution", "TabularEnv", "probe_mdp", "probe_solution"]
+require("oracles")  # before the optional imports: a missing extra is one line naming it
+
+import gymnasium as gym
+from gymnasium import spaces
+
+__all__ = ["PROBE_DESCRIPTIONS", "LinearQuadraticEnv", "ProbeSolution", "TabularEnv", "probe_mdp",
+           "probe_solution"]
 
 
 class TabularEnv(gym.Env):
@@ -217,6 +228,65 @@ def _make_example(name: str, gamma: float = 0.9, observation: str = "onehot",
     return TabularEnv(mdp, observation=observation)
 
 
+class LinearQuadraticEnv(gym.Env):
+    """Gymnasium environment simulating an :class:`LQRModel`.
+
+    Observation: the state ``x`` (float64, shape (n,)); action: ``u`` (float64, shape (m,),
+    unbounded, applied as given); reward ``-(x^T Q x + u^T R u)`` for acting in ``x``; next state
+    ``A x + B u + w``. Never terminates; a time limit comes from gymnasium's ``TimeLimit``
+    (``gymnasium.make("pgtheory/LinearQuadratic-v0", model=..., max_episode_steps=T)``), which
+    sets ``truncated``. ``reset(seed=s)`` makes the episode deterministic;
+    ``reset(options={"state": x0})`` starts from ``x0`` instead of ``N(0, Sigma0)``.
+
+    Parameters
+    ----------
+    model : LQRModel, optional
+        Default :func:`pgtheory.lqr.double_integrator`.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not an LQRModel.
+    InvalidArgumentError
+        An action or start state of the wrong shape or non-finite.
+    """
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(self, model: LQRModel | None = None) -> None:
+        self.model = double_integrator() if model is None else model
+        if not isinstance(self.model, LQRModel):
+            raise TypeError(f"model: expected an LQRModel, received {type(model).__name__}")
+        n, m = self.model.n_state, self.model.n_action
+        self.observation_space = spaces.Box(-np.inf, np.inf, (n,), np.float64)
+        self.action_space = spaces.Box(-np.inf, np.inf, (m,), np.float64)
+        self._x = np.zeros(n)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "state" in options:
+            x0 = as_float_array(options["state"], "options['state']", ndim=1)
+            if x0.shape != (self.model.n_state,):
+                raise InvalidArgumentError(f"options['state']: expected shape "
+                                           f"({self.model.n_state},), received {x0.shape}")
+            self._x = x0.copy()
+        else:
+            self._x = self.np_random.multivariate_normal(np.zeros(self.model.n_state),
+                                                         self.model.Sigma0)
+        return self._x.copy(), {}
+
+    def step(self, action):
+        u = as_float_array(action, "action").reshape(-1)
+        if u.shape != (self.model.n_action,):
+            raise InvalidArgumentError(f"action: expected shape ({self.model.n_action},), "
+                                       f"received {np.shape(action)}")
+        mdl, x = self.model, self._x
+        reward = -float(x @ mdl.Q @ x + u @ mdl.R @ u)
+        noise = self.np_random.multivariate_normal(np.zeros(mdl.n_state), mdl.W)
+        self._x = mdl.A @ x + mdl.B @ u + noise
+        return self._x.copy(), reward, False, False, {}
+
+
 gym.register(id="pgtheory/Tabular-v0", entry_point="pgtheory.oracles.envs:TabularEnv")
 #: Two small MDPs with known optimal J for learning tests (time limits truncate, never terminate).
 gym.register(id="pgtheory/Chain-v0", entry_point="pgtheory.oracles.envs:_make_example",
@@ -227,3 +297,5 @@ gym.register(id="pgtheory/GridWorld-v0", entry_point="pgtheory.oracles.envs:_mak
 for _k in PROBE_DESCRIPTIONS:
     gym.register(id=f"pgtheory/Probe{_k}-v0", entry_point="pgtheory.oracles.envs:_make_probe",
                  kwargs={"k": _k})
+gym.register(id="pgtheory/LinearQuadratic-v0",
+             entry_point="pgtheory.oracles.envs:LinearQuadraticEnv")

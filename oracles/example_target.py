@@ -24,6 +24,10 @@ Every algorithmic step is a method, so tests can seed a defect by overriding one
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("oracles")  # before the optional imports: a missing extra is one line naming it
+
 import dataclasses
 
 import gymnasium as gym

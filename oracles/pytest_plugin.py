@@ -12,16 +12,26 @@ Fixtures for users' own tests (all seeded by ``--pg-seed``):
 * ``lqr_model`` -- the double-integrator :class:`pgtheory.lqr.LQRModel`;
 * ``exact`` -- :class:`ExactOracle` for ``tabular_mdp`` (exact V, Q, A, d, J, gradients);
 * ``pg_target`` -- the loaded ``--pg-target`` (skips the test when none is given).
+
+pytest loads this module in every session of an environment where pgtheory is installed, so
+importing it must never fail and must stay cheap: it imports pytest and the (lazy) ``pgtheory``
+package only. numpy, torch and gymnasium are imported inside the hooks and fixtures that use
+them; with ``--pg-target`` but without the ``oracles`` extra, pytest stops with one usage error
+naming ``pip install 'pgtheory[oracles]'``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
-import pgtheory as pg
+import pgtheory as pg  # lazy (PEP 562): no numpy or scipy until a name is used
+from pgtheory.extras import MissingExtraError, require
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SUITE_FILE = Path(__file__).with_name("_suite_tests.py")
 
@@ -40,6 +50,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "pg_oracle: a check of the pgtheory oracle suite")
     if config.getoption("--pg-target") is None:
         return
+    try:
+        require("oracles", "pytest --pg-target")
+    except MissingExtraError as exc:
+        raise pytest.UsageError(str(exc)) from None
     suite = str(SUITE_FILE)
     if config.args_source == pytest.Config.ArgsSource.ARGS:
         if suite not in config.args:

@@ -33,6 +33,10 @@ Implementations", JMLR 22(268); the rollout-buffer layout and callbacks as of SB
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("oracles")  # before the optional imports: a missing extra is one line naming it
+
 import importlib
 import importlib.util
 from collections.abc import Callable

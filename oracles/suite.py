@@ -223,8 +223,9 @@ def lqr_env_fn(bound: float = LQR_ACTION_BOUND) -> Callable:
     The action-sampling check declares +-1 so that sampled actions fall outside the bounds.
     """
     import gymnasium as gym
+    from pgtheory.oracles.envs import LinearQuadraticEnv
 
-    from pgtheory.lqr import LinearQuadraticEnv, double_integrator
+    from pgtheory.lqr import double_integrator
 
     class _Bounded(gym.ActionWrapper):
         def __init__(self, env):

@@ -14,61 +14,102 @@ Conventions (shared by every module; details in :mod:`pgtheory.mdp`):
   apart everywhere (a truncation bootstraps from the final observation's value).
 
 Every error is a ``ValueError`` subclass from :mod:`pgtheory.errors`.
+
+The re-exports below are lazy (PEP 562): ``import pgtheory`` loads no submodule, and the first
+use of a name imports the submodule that defines it. The exact-theory core needs numpy and scipy
+only; the optional parts (:mod:`pgtheory.oracles`, :mod:`pgtheory.implementations`,
+:mod:`pgtheory.proofs`, :mod:`pgtheory.lab`) name the extra they need when it is missing
+(:mod:`pgtheory.extras`).
 """
 
-from pgtheory.advantage_estimation import discounted_returns, expected_gae, gae, lambda_returns
-from pgtheory.bounds import (
-    CPIBound,
-    CPOBound,
-    PerformanceDifference,
-    TRPOBound,
-    cpi_lower_bound,
-    cpo_lower_bound,
-    performance_difference,
-    surrogate,
-    trpo_lower_bound,
-)
-from pgtheory.divergences import (
-    PolicyDivergence,
-    kl_divergence,
-    policy_divergence,
-    total_variation,
-)
-from pgtheory.errors import (
-    InvalidArgumentError,
-    InvalidMDPError,
-    InvalidPolicyError,
-    InvalidRolloutError,
-    NonFiniteResultError,
-    SolverError,
-)
-from pgtheory.evaluation import (
-    PolicyIterationResult,
-    action_values,
-    advantages,
-    discounted_visitation,
-    expected_return,
-    on_policy_distribution,
-    policy_iteration,
-    state_values,
-)
-from pgtheory.examples import chain, gridworld, short_corridor, sigmoid_policy, two_armed_bandit
-from pgtheory.gradients import (
-    PPOObjective,
-    TRPOStep,
-    action_state_weights,
-    fisher_matrix,
-    kl_hessian,
-    natural_gradient,
-    npg_step,
-    policy_gradient,
-    ppo_objective,
-    trpo_step,
-)
-from pgtheory.mdp import TabularMDP, random_mdp
-from pgtheory.parameterizations import DirectParameterization, LinearSoftmax, TabularSoftmax
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (keeps the import cheap)
+if TYPE_CHECKING:  # the names as static tools (type checkers, mkdocstrings) see them
+    from pgtheory.advantage_estimation import discounted_returns, expected_gae, gae, lambda_returns
+    from pgtheory.bounds import (
+        CPIBound,
+        CPOBound,
+        PerformanceDifference,
+        TRPOBound,
+        cpi_lower_bound,
+        cpo_lower_bound,
+        performance_difference,
+        surrogate,
+        trpo_lower_bound,
+    )
+    from pgtheory.divergences import (
+        PolicyDivergence,
+        kl_divergence,
+        policy_divergence,
+        total_variation,
+    )
+    from pgtheory.errors import (
+        InvalidArgumentError,
+        InvalidMDPError,
+        InvalidPolicyError,
+        InvalidRolloutError,
+        NonFiniteResultError,
+        SolverError,
+    )
+    from pgtheory.evaluation import (
+        PolicyIterationResult,
+        action_values,
+        advantages,
+        discounted_visitation,
+        expected_return,
+        on_policy_distribution,
+        policy_iteration,
+        state_values,
+    )
+    from pgtheory.examples import chain, gridworld, short_corridor, sigmoid_policy, two_armed_bandit
+    from pgtheory.gradients import (
+        PPOObjective,
+        TRPOStep,
+        action_state_weights,
+        fisher_matrix,
+        kl_hessian,
+        natural_gradient,
+        npg_step,
+        policy_gradient,
+        ppo_objective,
+        trpo_step,
+    )
+    from pgtheory.mdp import TabularMDP, random_mdp
+    from pgtheory.parameterizations import DirectParameterization, LinearSoftmax, TabularSoftmax
 
 __version__ = "0.1.0"
+
+#: submodule of pgtheory -> the public names it defines (re-exported lazily)
+_EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
+    "advantage_estimation": ("discounted_returns", "expected_gae", "gae", "lambda_returns"),
+    "bounds": (
+        "CPIBound", "CPOBound", "PerformanceDifference", "TRPOBound", "cpi_lower_bound",
+        "cpo_lower_bound", "performance_difference", "surrogate", "trpo_lower_bound",
+    ),
+    "divergences": ("PolicyDivergence", "kl_divergence", "policy_divergence", "total_variation"),
+    "errors": (
+        "InvalidArgumentError", "InvalidMDPError", "InvalidPolicyError", "InvalidRolloutError",
+        "NonFiniteResultError", "SolverError",
+    ),
+    "evaluation": (
+        "PolicyIterationResult", "action_values", "advantages", "discounted_visitation",
+        "expected_return", "on_policy_distribution", "policy_iteration", "state_values",
+    ),
+    "examples": ("chain", "gridworld", "short_corridor", "sigmoid_policy", "two_armed_bandit"),
+    "gradients": (
+        "PPOObjective", "TRPOStep", "action_state_weights", "fisher_matrix", "kl_hessian",
+        "natural_gradient", "npg_step", "policy_gradient", "ppo_objective", "trpo_step",
+    ),
+    "mdp": ("TabularMDP", "random_mdp"),
+    "parameterizations": ("DirectParameterization", "LinearSoftmax", "TabularSoftmax"),
+}
+_EXPORTS: dict[str, str] = {name: module for module, names in _EXPORTS_BY_MODULE.items()
+                            for name in names}
+#: numpy/scipy-only submodules, importable as attributes (``pgtheory.lqr``) without an import
+_SUBMODULES = frozenset({*_EXPORTS_BY_MODULE, "extras", "lqr"})
 
 __all__ = [
     "CPIBound",
@@ -123,3 +164,19 @@ __all__ = [
     "trpo_step",
     "two_armed_bandit",
 ]
+
+
+def __getattr__(name: str):
+    """Import the submodule defining ``name`` on first use (PEP 562); AttributeError otherwise."""
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f"pgtheory.{module}"), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"pgtheory.{name}")
+    raise AttributeError(f"module 'pgtheory' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})

@@ -16,7 +16,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "oracles": (("torch", "gymnasium", "hypothesis", "tqdm"),
                 "the oracle checks, the audit and the pytest plugin"),
     "sb3": (("stable_baselines3", "sb3_contrib"), "auditing Stable-Baselines3 and sb3-contrib"),
-    "mujoco": (("mujoco",), "MuJoCo environments (training, the scale report)"),
+    "mujoco": (("gymnasium", "mujoco"),
+               "MuJoCo environments (training, the scale report, the MuJoCo LQR anchor)"),
     "proofs": (("sympy",), "symbolic proofs and the formula checker"),
     "train": (("tensorboard", "matplotlib"), "`pgtheory train` logs and learning curves"),
 }

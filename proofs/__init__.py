@@ -13,24 +13,63 @@ Theorems (name: statement):
 ``gaussian_scores``, ``baseline_invariance``; 5. ``fisher_identity``, ``kl_second_order``;
 6. ``gaussian_kl``; 7. ``natural_gradient_step``; 8. ``gae``; 9. ``ppo_clip_gradient``;
 10. ``kl_estimators``; 11. ``pinsker``, ``trpo_constant``.
+
+Everything here needs sympy (the ``proofs`` extra). The names are re-exported lazily (PEP 562):
+``import pgtheory.proofs`` imports nothing heavy, and the first use of a name raises
+:class:`pgtheory.extras.MissingExtraError` (``pip install 'pgtheory[proofs]'``) without sympy.
 """
 
 from __future__ import annotations
 
-from pgtheory.proofs._core import Theorem, Verdict
-from pgtheory.proofs.distribution_theorems import THEOREMS as _DIST
-from pgtheory.proofs.estimator_theorems import THEOREMS as _EST
-from pgtheory.proofs.formulas import (
-    COMMON_WRONG_FORMS,
-    FormulaCheck,
-    FormulaError,
-    FormulaLimitError,
-    check_formula,
-    list_quantities,
-)
-from pgtheory.proofs.mdp_theorems import THEOREMS as _MDP
+import importlib
 
-THEOREMS: dict[str, Theorem] = {t.name: t for t in (*_MDP, *_DIST, *_EST)}
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (keeps the import cheap)
+if TYPE_CHECKING:  # the names as static tools (type checkers, mkdocstrings) see them
+    from pgtheory.proofs._core import Theorem, Verdict
+    from pgtheory.proofs.formulas import (
+        COMMON_WRONG_FORMS,
+        FormulaCheck,
+        FormulaError,
+        FormulaLimitError,
+        check_formula,
+        list_quantities,
+    )
+
+    #: theorem name -> Theorem (the MDP, distribution and estimator theorems, in that order)
+    THEOREMS: dict[str, Theorem]
+
+_EXPORTS: dict[str, str] = {
+    "Theorem": "_core", "Verdict": "_core", "COMMON_WRONG_FORMS": "formulas",
+    "FormulaCheck": "formulas", "FormulaError": "formulas", "FormulaLimitError": "formulas",
+    "check_formula": "formulas", "list_quantities": "formulas",
+}
+#: the submodules whose ``THEOREMS`` lists make up :data:`THEOREMS`, in order
+_THEOREM_MODULES = ("mdp_theorems", "distribution_theorems", "estimator_theorems")
+
+
+def __getattr__(name: str):
+    """Import the submodule defining ``name`` on first use (PEP 562); AttributeError otherwise.
+
+    ``THEOREMS`` maps each theorem's name to its :class:`Theorem`.
+
+    Raises
+    ------
+    pgtheory.extras.MissingExtraError
+        sympy (the ``proofs`` extra) is not installed.
+    """
+    if name == "THEOREMS":
+        value = {t.name: t for module in _THEOREM_MODULES
+                 for t in importlib.import_module(f"{__name__}.{module}").THEOREMS}
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def prove(names=None, *, on_result=None) -> list[tuple[Theorem, Verdict]]:
@@ -50,21 +89,24 @@ def prove(names=None, *, on_result=None) -> list[tuple[Theorem, Verdict]]:
     ------
     KeyError
         An unknown theorem name (the message lists the known ones).
+    pgtheory.extras.MissingExtraError
+        sympy (the ``proofs`` extra) is not installed.
 
     References
     ----------
     Each theorem's ``source`` field.
     """
-    chosen = list(THEOREMS) if names is None else list(names)
-    unknown = [n for n in chosen if n not in THEOREMS]
+    theorems = globals()["THEOREMS"] if "THEOREMS" in globals() else __getattr__("THEOREMS")
+    chosen = list(theorems) if names is None else list(names)
+    unknown = [n for n in chosen if n not in theorems]
     if unknown:
-        raise KeyError(f"unknown theorem(s) {unknown}; expected names from {sorted(THEOREMS)}")
+        raise KeyError(f"unknown theorem(s) {unknown}; expected names from {sorted(theorems)}")
     out = []
     for i, n in enumerate(chosen, 1):
-        v = THEOREMS[n].run()
-        out.append((THEOREMS[n], v))
+        v = theorems[n].run()
+        out.append((theorems[n], v))
         if on_result is not None:
-            on_result(i, len(chosen), THEOREMS[n], v)
+            on_result(i, len(chosen), theorems[n], v)
     return out
 
 

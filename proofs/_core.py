@@ -9,6 +9,10 @@
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("proofs")  # before the optional imports: a missing extra is one line naming it
+
 import dataclasses
 import random
 import time

@@ -3,6 +3,10 @@ KL estimators, Pinsker's inequality and the TRPO constant."""
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("proofs")  # before the optional imports: a missing extra is one line naming it
+
 import random
 
 import sympy as sp

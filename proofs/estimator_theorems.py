@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("proofs")  # before the optional imports: a missing extra is one line naming it
+
 import sympy as sp
 from pgtheory.proofs._core import Theorem, Verdict, equality, failed, proved
 

@@ -24,6 +24,10 @@ text you would run yourself.
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("proofs")  # before the optional imports: a missing extra is one line naming it
+
 import ast
 import atexit
 import cmath

@@ -9,6 +9,10 @@ the difference of its sides is the zero element of the field: that is the proof.
 
 from __future__ import annotations
 
+from pgtheory.extras import require
+
+require("proofs")  # before the optional imports: a missing extra is one line naming it
+
 import functools
 
 import sympy as sp

@@ -8,6 +8,8 @@ import sympy as sp
 from helpers import fd_gradient, fd_hessian, rel_err
 from hypothesis import given
 from hypothesis import strategies as st
+from pgtheory.implementations import mujoco_lqr
+from pgtheory.oracles.envs import LinearQuadraticEnv  # also registers pgtheory/LinearQuadratic-v0
 from pgtheory.proofs.distribution_theorems import gaussian_kl_closed_form
 
 import pgtheory.lqr as lqr
@@ -274,7 +276,7 @@ def test_inverted_pendulum_linearization_and_lqr():
     # sources: the Riccati gain stabilizes the linear model and beats random stabilizing
     # gains on exact J; on the real MuJoCo task (nonlinear, action clipped to [-3, 3]) it keeps
     # the pole up for the whole 1000-step episode
-    ip = lqr.inverted_pendulum_lqr()
+    ip = mujoco_lqr.inverted_pendulum_lqr()
     m = ip.model
     assert (m.A.shape, m.B.shape) == ((4, 4), (4, 1)) and ip.dt == pytest.approx(0.04)
     assert np.abs(np.linalg.eigvals(m.A)).max() > 1.0  # the upright pendulum is unstable
@@ -312,10 +314,10 @@ def test_mujoco_linearization_routes_agree():
     base = gym.make("InvertedPendulum-v5").unwrapped.model
     euler = copy.deepcopy(base)
     euler.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
-    A1, B1 = lqr.linearize_mujoco(euler, frame_skip=2)
+    A1, B1 = mujoco_lqr.linearize_mujoco(euler, frame_skip=2)
     d = mujoco.MjData(euler)
     mujoco.mj_forward(euler, d)
-    A2, B2 = lqr._step_fd(euler, d, 1e-6, 2)
+    A2, B2 = mujoco_lqr._step_fd(euler, d, 1e-6, 2)
     assert np.max(np.abs(A1 - A2)) < 1e-6 and np.max(np.abs(B1 - B2)) < 1e-6
 
 
@@ -358,12 +360,12 @@ def test_unstable_closed_loop_names_the_spectral_radius():
 
 
 def test_env_rejects_bad_action():
-    env = lqr.LinearQuadraticEnv()
+    env = LinearQuadraticEnv()
     env.reset(seed=0)
     with pytest.raises(InvalidArgumentError, match="action: expected shape"):
         env.step(np.zeros(3))
     with pytest.raises(TypeError, match="LQRModel"):
-        lqr.LinearQuadraticEnv(model="double integrator")
+        LinearQuadraticEnv(model="double integrator")
 
 
 def test_finite_horizon_return_when_stable_only_under_the_discount():

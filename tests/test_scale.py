@@ -180,10 +180,10 @@ def test_estimators_are_unbiased_where_theory_says() -> None:
 
 
 def _linear_pendulum_agent(sign: float):
-    from pgtheory import lqr
+    from pgtheory.implementations.mujoco_lqr import inverted_pendulum_lqr
 
     agent = _agent("ppo", "InvertedPendulum-v5", hidden_sizes=())
-    K = lqr.inverted_pendulum_lqr().optimal.K
+    K = inverted_pendulum_lqr().optimal.K
     with torch.no_grad():
         agent.actor.net[-1].weight.copy_(torch.as_tensor(-sign * K, dtype=torch.float32))
         agent.actor.net[-1].bias.zero_()

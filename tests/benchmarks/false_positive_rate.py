@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import beta
 
 sys.path.insert(0, "tests")
+import pgtheory.oracles.envs  # registers pgtheory/LinearQuadratic-v0
 import test_evaluation as t_eval
 import test_lqr as t_lqr
 
