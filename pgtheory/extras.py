@@ -30,17 +30,29 @@ class MissingExtraError(ImportError):
 def require(extra: str, what: str | None = None) -> None:
     """Raise :class:`MissingExtraError` unless every module of ``extra`` is importable.
 
-    Args:
-        extra: a key of :data:`EXTRAS`.
-        what: what the caller was doing (defaults to the extra's purpose).
+    Modules of the optional parts call it before their optional imports, so that a missing
+    dependency is one line naming the command that installs it rather than a traceback ending
+    in ``ModuleNotFoundError``. Only looks the modules up (``importlib.util.find_spec``); imports
+    nothing.
 
-    Raises:
-        MissingExtraError: one line, ``<what> needs <module> (pip install 'pgtheory[<extra>]')``.
-        KeyError: ``extra`` is not a known extra (a programming error, not user input).
+    Parameters
+    ----------
+    extra : str
+        A key of :data:`EXTRAS`.
+    what : str, optional
+        What needs the extra (default: the extra's purpose in :data:`EXTRAS`).
+
+    Raises
+    ------
+    MissingExtraError
+        One line: ``<module> is not installed (needed for <what>): pip install
+        'pgtheory[<extra>]'``.
+    KeyError
+        ``extra`` is not a key of :data:`EXTRAS` (a programming error, not user input).
     """
     modules, purpose = EXTRAS[extra]
     for name in modules:
         if importlib.util.find_spec(name) is None:
             raise MissingExtraError(
-                f"{what or purpose} needs {name}, which is not installed: "
+                f"{name} is not installed (needed for {what or purpose}): "
                 f"pip install 'pgtheory[{extra}]'")
