@@ -136,3 +136,28 @@ def target(algorithm: str, **overrides) -> ImplementationTarget:
     agent_class, config_class = ALGORITHMS[algorithm]
     settings = {**ORACLE_SETTINGS[algorithm], **overrides}
     return ImplementationTarget(agent_class, config_class().replace(**settings))
+
+
+def reinforce() -> ImplementationTarget:
+    """``target("reinforce")``: the audit's built-in ``reinforce``."""
+    return target("reinforce")
+
+
+def a2c() -> ImplementationTarget:
+    """``target("a2c")``: the audit's built-in ``a2c``."""
+    return target("a2c")
+
+
+def trpo() -> ImplementationTarget:
+    """``target("trpo")``: the audit's built-in ``trpo``."""
+    return target("trpo")
+
+
+def npg() -> ImplementationTarget:
+    """``target("trpo", npg=True)``: natural policy gradient, the full step without line search."""
+    return target("trpo", npg=True)
+
+
+def ppo() -> ImplementationTarget:
+    """``target("ppo")``: the audit's built-in ``ppo``."""
+    return target("ppo")

@@ -362,10 +362,10 @@ def parse_spec(spec: str) -> tuple[str, int]:
 
 def _sb3_factory(family: str, config: dict):
     import torch
-    from pgtheory.oracles.sb3 import _import
+    from pgtheory.oracles.sb3 import import_library
 
-    cls = (_import("sb3_contrib").TRPO if family == "sb3-trpo"
-           else getattr(_import("stable_baselines3"), family.split("-")[1].upper()))
+    cls = (import_library("sb3_contrib").TRPO if family == "sb3-trpo"
+           else getattr(import_library("stable_baselines3"), family.split("-")[1].upper()))
     kwargs = json.loads(json.dumps(config))  # a private copy: the factory is called repeatedly
     pk = kwargs.pop("policy_kwargs")
     pk["activation_fn"] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[pk["activation_fn"]]
@@ -418,3 +418,19 @@ def campaign_target(spec: str):
     target.model_description = (f"{target.model_description}; campaign configuration "
                                 f"{describe(config)}")
     return target
+
+
+def resolve_target(spec: str | None):
+    """Any TARGET string the command line accepts: ``campaign:FAMILY:INDEX`` here, every other
+    form through :func:`pgtheory.oracles.audit.resolve_target`.
+
+    Raises
+    ------
+    TargetProtocolError
+        As :func:`campaign_target` or :func:`pgtheory.oracles.audit.resolve_target`.
+    """
+    if isinstance(spec, str) and spec.startswith("campaign:"):
+        return campaign_target(spec)
+    from pgtheory.oracles.audit import resolve_target as resolve_library_target
+
+    return resolve_library_target(spec)

@@ -12,16 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report"]
+__all__ = ["read_jsonl", "write_report"]
 
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _rows(out: Path, algo: str) -> list[dict]:
-    from pgtheory.lab.scale import read_jsonl
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file, the last row per ``iteration`` kept (a resumed run may repeat
+    the iteration it was killed in)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["iteration"]] = row
+    return [rows[k] for k in sorted(rows)]
 
+
+def _rows(out: Path, algo: str) -> list[dict]:
     return read_jsonl(out / "runs" / algo / "monitor.jsonl")
 
 

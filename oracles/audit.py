@@ -74,6 +74,21 @@ WHERE_TO_LOOK = {
 }
 
 
+#: Names of the built-in targets and the ``MODULE:ATTR`` factories they stand for. The
+#: project's algorithms are loaded by name like any user target, so the oracles do not import
+#: the code they judge.
+BUILTIN_TARGETS: dict[str, str] = {
+    "ppo": "pgtheory.implementations.targets:ppo",
+    "a2c": "pgtheory.implementations.targets:a2c",
+    "trpo": "pgtheory.implementations.targets:trpo",
+    "reinforce": "pgtheory.implementations.targets:reinforce",
+    "npg": "pgtheory.implementations.targets:npg",
+    "example-ppo": "pgtheory.oracles.example_target:ppo",
+    "example-a2c": "pgtheory.oracles.example_target:a2c",
+    "example-trpo": "pgtheory.oracles.example_target:trpo",
+}
+
+
 def resolve_target(spec: str | None) -> Any:
     """The protocol target for a TARGET string (see the module docstring).
 
@@ -87,19 +102,11 @@ def resolve_target(spec: str | None) -> Any:
         from pgtheory.oracles.sb3 import load_sb3_target
 
         return load_sb3_target(spec)
-    if spec in ("example-ppo", "example-a2c", "example-trpo"):
-        from pgtheory.oracles import example_target
-
-        return getattr(example_target, spec.split("-")[1])()
     if spec.startswith("campaign:"):
-        from pgtheory.lab.campaign import campaign_target
-
-        return campaign_target(spec)
-    if spec in ("ppo", "a2c", "trpo", "reinforce", "npg"):
-        from pgtheory.implementations.targets import target
-
-        return target("trpo", npg=True) if spec == "npg" else target(spec)
-    return load_target(spec)
+        raise TargetProtocolError(f"target {spec!r}: campaign targets are the lab's; give the "
+                                  f"target object (pgtheory.lab.campaign.campaign_target) or "
+                                  f"use the command line, which resolves them")
+    return load_target(BUILTIN_TARGETS.get(spec, spec))
 
 
 #: Rejection rate budget of one audit's three tabular statistical checks together (each
@@ -281,7 +288,15 @@ def validate_seed(seed: object) -> int:
 
 def _cell(x: Any, width: int) -> str:
     s = x if isinstance(x, str) else (f"{x:.3g}" if isinstance(x, float) else str(x))
-    return s if len(s) <= width else s[:width - 3] + "..."
+    if len(s) <= width:
+        return s
+    # cut at the last word boundary that leaves room for "..." (mid-word only when the cell
+    # has no space in its second half, e.g. one long name)
+    head = s[:width - 3]
+    space = head.rfind(" ")
+    if s[width - 3] != " " and space >= (width - 3) // 2:  # the cut falls inside a word
+        head = head[:space]
+    return head.rstrip(" ,;:(") + "..."
 
 
 def format_report(report: AuditReport, *, verbose: bool = False) -> str:

@@ -299,3 +299,38 @@ for _k in PROBE_DESCRIPTIONS:
                  kwargs={"k": _k})
 gym.register(id="pgtheory/LinearQuadratic-v0",
              entry_point="pgtheory.oracles.envs:LinearQuadraticEnv")
+
+
+#: Time limit of the LQR environment the suite's continuous-action checks run on.
+LQR_TIME_LIMIT = 8
+
+#: Action bound the LQR environment declares (far outside what the suite's short runs sample).
+LQR_ACTION_BOUND = 10.0
+
+
+class _BoundedActions(gym.ActionWrapper):
+    """Declares actions in [-bound, bound] (float32) and passes them on unchanged, as float64."""
+
+    def __init__(self, env, bound: float):
+        super().__init__(env)
+        m = env.unwrapped.model.n_action
+        self.action_space = spaces.Box(-bound, bound, (m,), np.float32)
+
+    def action(self, action):
+        return np.asarray(action, dtype=np.float64)
+
+
+def lqr_env_fn(bound: float = LQR_ACTION_BOUND):
+    """A factory of the double integrator with a time limit, actions declared in [-bound, bound].
+
+    Libraries such as Stable-Baselines3 require finite action bounds; the default bound is far
+    outside what the suite's short runs sample, and actions are passed to the model unchanged.
+    The action-sampling check declares +-1 so that sampled actions fall outside the bounds.
+
+    Returns:
+        A zero-argument callable returning a new ``gymnasium.Env`` (a ``TimeLimit`` of
+        :data:`LQR_TIME_LIMIT` steps around :class:`LinearQuadraticEnv` of
+        :func:`pgtheory.lqr.double_integrator`).
+    """
+    return lambda: gym.wrappers.TimeLimit(
+        _BoundedActions(LinearQuadraticEnv(double_integrator()), bound), LQR_TIME_LIMIT)

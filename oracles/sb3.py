@@ -67,7 +67,8 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _import(module: str):
+def import_library(module: str):
+    """``importlib.import_module(module)``, a missing library raised as TargetProtocolError."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -104,7 +105,7 @@ class GroundTruth(gym.Wrapper):
 
 
 def _algorithm_of(model) -> str:
-    sb3 = _import("stable_baselines3")
+    sb3 = import_library("stable_baselines3")
     if isinstance(model, sb3.PPO):
         return "ppo"
     if isinstance(model, sb3.A2C):
@@ -176,7 +177,7 @@ class SB3Target:
         self.notes = untested_notes(self.hyperparameters, self.algorithm)
         self.action_kinds: tuple[str, ...] = ("discrete",)
         try:  # the same factory on the LQR env exercises the diagonal-Gaussian path
-            from pgtheory.oracles.suite import lqr_env_fn
+            from pgtheory.oracles.envs import lqr_env_fn
 
             self._build(lqr_env_fn()(), seed=0)
             self.action_kinds = ("discrete", "continuous")
@@ -350,7 +351,7 @@ def builtin_factory(class_name: str, **overrides) -> Callable:
         raise TargetProtocolError(f"expected one of {sorted(BUILTIN_DEFAULTS)}, received "
                                   f"{class_name!r}")
     module = "sb3_contrib" if class_name == "TRPO" else "stable_baselines3"
-    cls = getattr(_import(module), class_name)
+    cls = getattr(import_library(module), class_name)
     kwargs = {**BUILTIN_DEFAULTS[class_name], **overrides}
 
     def factory(env):

@@ -24,7 +24,11 @@ from collections.abc import Callable
 
 import numpy as np
 from pgtheory.oracles import batch, components, expectation, policy_head, update
-from pgtheory.oracles.envs import TabularEnv, probe_mdp
+from pgtheory.oracles.envs import (
+    TabularEnv,
+    lqr_env_fn,
+    probe_mdp,
+)
 from pgtheory.oracles.protocol import (
     Iteration,
     TargetProtocolError,
@@ -148,7 +152,11 @@ def plan(target) -> list[tuple[str, str | None]]:
     TargetProtocolError
         ``target`` does not satisfy the protocol.
     """
-    target = load_target(target)
+    return _plan(load_target(target))
+
+
+def _plan(target) -> list[tuple[str, str | None]]:
+    """:func:`plan` of an already validated target."""
     algo = target.algorithm
     kinds = action_kinds(target)
     comps = getattr(target, "components", {}) or {}
@@ -209,35 +217,6 @@ POLICY_HEAD_CHECKS = ("given_the_batch.log_prob_gradient", "given_the_batch.acti
 
 #: Suffix of the given-the-batch checks run on the LQR environment (continuous actions).
 LQR_SUFFIX = "@lqr"
-LQR_TIME_LIMIT = 8
-
-
-LQR_ACTION_BOUND = 10.0
-
-
-def lqr_env_fn(bound: float = LQR_ACTION_BOUND) -> Callable:
-    """The double integrator with a time limit, declaring actions in [-bound, bound] (float32).
-
-    Libraries such as Stable-Baselines3 require finite action bounds; the default bound is far
-    outside what the suite's short runs sample, and actions are passed to the model unchanged.
-    The action-sampling check declares +-1 so that sampled actions fall outside the bounds.
-    """
-    import gymnasium as gym
-    from pgtheory.oracles.envs import LinearQuadraticEnv
-
-    from pgtheory.lqr import double_integrator
-
-    class _Bounded(gym.ActionWrapper):
-        def __init__(self, env):
-            super().__init__(env)
-            m = env.unwrapped.model.n_action
-            self.action_space = gym.spaces.Box(-bound, bound, (m,), np.float32)
-
-        def action(self, action):
-            return np.asarray(action, dtype=np.float64)
-
-    return lambda: gym.wrappers.TimeLimit(_Bounded(LinearQuadraticEnv(double_integrator())),
-                                          LQR_TIME_LIMIT)
 
 
 def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
@@ -397,7 +376,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     say = progress or (lambda _msg: None)
     hp, algo = target.hyperparameters, target.algorithm
     gamma, lam = float(hp["gamma"]), float(hp.get("gae_lambda", 1.0))
-    planned = plan(target)
+    planned = _plan(target)
     results: dict[str, CheckResult] = {n: _skip(n, why) for n, why in planned if why}
     comps = getattr(target, "components", {}) or {}
 
@@ -412,7 +391,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
         say("continuous actions (LQR)")
         results.update(_continuous_checks(target, cfg, hp, algo, planned))
         say("continuous policy head (LQR)")
-        results.update(_policy_head_checks(target, cfg))
+        results.update(policy_head_checks(target, cfg))
         return [results[n] for n, _ in planned]
 
     mdp = oracle_mdp(gamma, cfg.seed)
@@ -439,7 +418,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
                                           seed=cfg.seed))
         if "continuous" in kinds:  # independent of the tabular run that crashed
             results.update(_continuous_checks(target, cfg, hp, algo, planned))
-            results.update(_policy_head_checks(target, cfg))
+            results.update(policy_head_checks(target, cfg))
         return [results[n] for n, _ in planned]
 
     say("given the batch")
@@ -468,7 +447,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
             results[n] = _skip(n, "no training budget (quick mode): run the full suite")
     if "continuous" in kinds:
         say("continuous policy head (LQR)")
-        results.update(_policy_head_checks(target, cfg))
+        results.update(policy_head_checks(target, cfg))
     return [results[n] for n, _ in planned]
 
 
@@ -477,7 +456,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
 SAMPLING_ENVS, SAMPLING_STEPS, SAMPLING_SAMPLES, SAMPLING_COLLECTIONS = 16, 64, 4096, 400
 
 
-def _policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
+def policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
     """:mod:`pgtheory.oracles.policy_head` on a fresh agent with perturbed parameters (LQR, bounds
     +-1).
 
@@ -705,7 +684,7 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
 
 
 def _as_batch(states, r, nxt, left):
-    from pgtheory.oracles.strategies import RolloutBatch
+    from pgtheory.oracles.rollouts import RolloutBatch
 
     return RolloutBatch(states, np.asarray(r.actions), np.asarray(r.rewards), nxt,
                         np.asarray(r.terminated, bool), np.asarray(r.truncated, bool), left,

@@ -66,9 +66,9 @@ def test_sb3_relu_ppo_log_prob_gradient_is_not_a_fail() -> None:
     """Seed 5 failed before: autograd 0.823 vs central difference 1.93 on the first ReLU
     layer's weight; now that probe is seen to cross kinks and is repeated at a smaller step."""
     from pgtheory.oracles.audit import audit_config
-    from pgtheory.oracles.suite import _policy_head_checks
+    from pgtheory.oracles.suite import policy_head_checks
 
-    res = _policy_head_checks(_sb3("relu_ppo"), audit_config(5))
+    res = policy_head_checks(_sb3("relu_ppo"), audit_config(5))
     r = res["given_the_batch.log_prob_gradient@lqr"]
     assert r.verdict == "pass", str(r)
     assert "at a smaller step" in r.explanation, str(r)  # a kink was seen and stepped around
@@ -77,9 +77,9 @@ def test_sb3_relu_ppo_log_prob_gradient_is_not_a_fail() -> None:
 @pytest.mark.filterwarnings(NAN_WARNING)
 def test_sb3_tanh_ppo_log_prob_gradient_still_passes() -> None:
     from pgtheory.oracles.audit import audit_config
-    from pgtheory.oracles.suite import _policy_head_checks
+    from pgtheory.oracles.suite import policy_head_checks
 
-    r = _policy_head_checks(_sb3("tanh_ppo"), audit_config(5))[
+    r = policy_head_checks(_sb3("tanh_ppo"), audit_config(5))[
         "given_the_batch.log_prob_gradient@lqr"]
     assert r.verdict == "pass", str(r)
     assert "7 of the 7" in r.explanation and "smaller step" not in r.explanation, str(r)
@@ -89,11 +89,11 @@ def test_detached_log_std_still_fails() -> None:
     """The seeded defect log_std_detached: autograd 0, finite differences clearly non-zero."""
     from pgtheory.lab.mutants import MUTANTS, applied, make_target
     from pgtheory.oracles.audit import audit_config
-    from pgtheory.oracles.suite import _policy_head_checks
+    from pgtheory.oracles.suite import policy_head_checks
 
     m = MUTANTS["log_std_detached"]
     with applied(m):
-        r = _policy_head_checks(make_target(m), audit_config(0))[
+        r = policy_head_checks(make_target(m), audit_config(0))[
             "given_the_batch.log_prob_gradient@lqr"]
     assert r.verdict == "fail", str(r)
     assert "log_std" in r.explanation and "detached" in r.explanation
