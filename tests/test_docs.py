@@ -36,7 +36,7 @@ What is checked, and how:
   - Anything else fails the test until a rule is added here.
 
 * Every ``pycon`` block (``>>>`` sessions) is run as a doctest, with ELLIPSIS and
-  NORMALIZE_WHITESPACE.
+  NORMALIZE_WHITESPACE; the blocks of one page run in order in one namespace.
 """
 
 from __future__ import annotations
@@ -120,14 +120,14 @@ def console_examples(path: Path) -> list[Example]:
     return examples
 
 
-def pycon_blocks(path: Path) -> list[tuple[str, int, str]]:
-    page = str(path.relative_to(REPO))
-    return [(page, start, "\n".join(body) + "\n")
+def pycon_blocks(path: Path) -> list[tuple[int, str]]:
+    return [(start, "\n".join(body) + "\n")
             for start, body in _blocks(path.read_text(encoding="utf-8"), "pycon")]
 
 
 EXAMPLES = [e for p in PAGES for e in console_examples(p)]
-DOCTESTS = [b for p in PAGES for b in pycon_blocks(p)]
+# page -> its >>> blocks, run in order in one namespace (a page's session continues)
+SESSIONS = {str(p.relative_to(REPO)): pycon_blocks(p) for p in PAGES if pycon_blocks(p)}
 
 
 # ------------------------------------------------------------------------------ classification
@@ -310,14 +310,17 @@ def test_documented_command(example: Example, tmp_path_factory, monkeypatch):
         f"`{example.command}`:\n" + "\n".join(missing) + f"\n\nactual stdout:\n{res.stdout}")
 
 
-@pytest.mark.parametrize("block", DOCTESTS, ids=[f"{p}:{n}" for p, n, _ in DOCTESTS])
-def test_documented_session(block):
-    page, line, text = block
-    test = doctest.DocTestParser().get_doctest(text, {}, page, page, line)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    out: list[str] = []
-    runner.run(test, out=out.append)
-    assert runner.failures == 0, "".join(out)
+@pytest.mark.parametrize("page", sorted(SESSIONS))
+def test_documented_session(page):
+    globs: dict = {}
+    for line, text in SESSIONS[page]:
+        test = doctest.DocTestParser().get_doctest(text, globs, page, page, line)
+        runner = doctest.DocTestRunner(
+            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        out: list[str] = []
+        runner.run(test, out=out.append, clear_globs=False)
+        assert runner.failures == 0, "".join(out)
+        globs = test.globs  # DocTest copies the namespace it is given
 
 
 def test_examples_were_found():
@@ -327,7 +330,7 @@ def test_examples_were_found():
     assert any(c.startswith("pytest --pg-target") for c in readme)
     assert any(c.startswith("pgtheory check") for c in readme)
     assert {"make audit", "make test"} <= set(readme)
-    assert len(DOCTESTS) >= 3
+    assert sum(len(blocks) for blocks in SESSIONS.values()) >= 4
 
 
 def test_site_builds_strictly(tmp_path):
