@@ -118,15 +118,15 @@ AUDIT_ALPHA = 0.001
 
 
 def audit_config(seed: int = 0, quick: bool = False) -> SuiteConfig:
-    """The suite sizes the audit uses (``quick``: fewer trials, no training checks).
+    """The suite sizes the audit uses (``quick``: :meth:`SuiteConfig.quick`, the same quick budget
+    as ``pytest --pg-quick``, without the training checks).
 
     The audit does not require convergence within its budget (an arbitrary configuration may
     learn slowly): see :class:`pgtheory.oracles.suite.SuiteConfig`.
     """
-    if quick:
-        return SuiteConfig(seed=seed, n_iterations=2, n_trials=20, trial_steps=2560,
-                           max_trials=100, train_steps=0, alpha=AUDIT_ALPHA,
-                           require_convergence=False)
+    if quick:  # the suite's one quick budget (as pytest --pg-quick), without training
+        return dataclasses.replace(SuiteConfig.quick(seed), train_steps=0, alpha=AUDIT_ALPHA,
+                                   require_convergence=False)
     return SuiteConfig(seed=seed, n_iterations=3, n_trials=60, trial_steps=6400,
                        alpha=AUDIT_ALPHA, require_convergence=False)
 

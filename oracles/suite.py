@@ -116,6 +116,8 @@ class SuiteConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> SuiteConfig:
+        """The one quick budget: ``pytest --pg-quick`` runs it, ``pgtheory audit --quick`` runs
+        it without the training checks (:func:`pgtheory.oracles.audit.audit_config`)."""
         return cls(seed=seed, n_iterations=3, n_trials=40, trial_steps=2560)
 
 

@@ -66,10 +66,10 @@ SEEDED = [
     ("core", "pgtheory.mdp", "import pgtheory.oracles.results"),
     ("layers", "pgtheory.oracles.protocol", "import pgtheory.oracles.suite"),
     ("layers", "pgtheory.oracles.suite", "import pgtheory.lab.power"),
-    ("layers", "pgtheory.implementations.core", "import pgtheory.oracles.batch"),
+    ("layers", "pgtheory.implementations.core", "import pgtheory.oracles.suite"),
     ("proofs", "pgtheory.proofs.formulas", "import pgtheory.oracles.results"),
     ("checks-without-hypothesis", "pgtheory.oracles.update", "import hypothesis"),
-    ("acyclic", "pgtheory.lab.scale_report", "import pgtheory.lab.power"),
+    ("acyclic", "pgtheory.lab.scale_report", "import pgtheory.lab.scale"),
 ]
 
 

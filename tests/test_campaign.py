@@ -157,10 +157,8 @@ def test_configurations_are_the_same_in_another_process() -> None:
 def test_bad_specs_name_expected_and_received(spec: str, match: str) -> None:
     with pytest.raises(TargetProtocolError, match=match):
         campaign.campaign_target(spec)
-    from pgtheory.oracles.audit import run_audit
-
-    report = run_audit(spec, quick=True)
-    assert report.exit_code == 2 and "received" in report.error
+    with pytest.raises(TargetProtocolError, match=match):
+        campaign.resolve_target(spec)  # what the command line and the power run resolve with
 
 
 def test_bad_arguments_to_draw_configuration() -> None:
@@ -204,7 +202,7 @@ QUICK = ["campaign:sb3-ppo:3", "campaign:ppo:7"]
 def test_quick_audit_of_a_drawn_configuration_does_not_fail(spec: str) -> None:
     from pgtheory.oracles.audit import format_report, run_audit
 
-    report = run_audit(spec, quick=True)
+    report = run_audit(spec, quick=True, target=campaign.campaign_target(spec))
     assert report.error is None, report.error
     assert not [r for r in report.results if r.verdict == "fail"], format_report(report)
     assert "campaign configuration {" in report.description
