@@ -53,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 
 __all__ = ["CAMPAIGN_MAX_SECONDS", "CONTROLS", "OURS", "audit_record", "campaign_jobs",
            "clopper_pearson", "main", "reason", "scorecard"]
@@ -773,42 +774,95 @@ def build_parser(group=None) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run what is missing, write the scorecard; exit 0 when every goal is met, else 1."""
+def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int = 2,
+        records: str | os.PathLike = DEFAULT_RECORDS, out: str | os.PathLike = DEFAULT_OUT,
+        run_missing: bool = True, mutants: bool = True, scope: str = "audit",
+        timing: int = 3, fresh: bool = False, campaign: int = 0,
+        campaign_families: Sequence[str] = (), progress: bool = True) -> int:
+    """Run what is missing, write the scorecard; exit 0 when every goal is met, else 1.
+
+    Parameters
+    ----------
+    targets : sequence of str
+        Targets of the false-alarm runs (``--targets``).
+    seeds : int
+        False-alarm seeds per target: ``1..seeds`` (>= 0).
+    jobs : int
+        Audits at a time (>= 1).
+    records, out : path
+        The records directory and the Markdown scorecard (its folder also gets
+        ``kill_matrix.md``).
+    run_missing : bool
+        False: only regenerate the scorecard from the records (``--no-run``).
+    mutants : bool
+        False: no kill-matrix audits (``--skip-mutants``).
+    scope : {"audit", "policy_head"}
+        Which checks the false-alarm audits run.
+    timing : int
+        Audits per target timed one at a time, last (full scope only).
+    fresh : bool
+        Discard the records first.
+    campaign : int
+        Random correct configurations ``1..campaign`` of each family (>= 0).
+    campaign_families : sequence of str
+        Campaign families (empty: all).
+    progress : bool
+        A progress bar on stderr.
+
+    Returns
+    -------
+    int
+        0 when every goal is met, else 1.
+
+    Raises
+    ------
+    PowerError
+        No targets, ``seeds < 0``, ``jobs < 1``, ``campaign < 0`` or an unknown family.
+    pgtheory.oracles.protocol.TargetProtocolError
+        A target that cannot be loaded.
+    """
     from pgtheory.lab.mutants import MUTANTS
     from pgtheory.oracles.audit import resolve_target
 
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets or args.seeds < 0 or args.jobs < 1:
+    targets = [t.strip() for t in targets if t.strip()]
+    if not targets or seeds < 0 or jobs < 1:
         raise PowerError(f"expected targets, --seeds >= 0 and --jobs >= 1, received "
-                         f"targets={targets}, seeds={args.seeds}, jobs={args.jobs}")
+                         f"targets={targets}, seeds={seeds}, jobs={jobs}")
     for t in targets:
         resolve_target(t)  # fails now, with the protocol error, not in a worker
-    families = [f.strip() for f in getattr(args, "campaign_families", "").split(",")
-                if f.strip()] or None
-    campaign = campaign_jobs(getattr(args, "campaign", 0), families)
-    records = Records(pathlib.Path(args.records))
-    if args.fresh:
+    families = [f.strip() for f in campaign_families if f.strip()] or None
+    campaign_list = campaign_jobs(campaign, families)
+    recs = Records(pathlib.Path(records))
+    if fresh:
         for kind in ("mutants", "audits", "timings", "campaign"):
-            (records.root / f"{kind}.jsonl").unlink(missing_ok=True)
-    if not args.no_run:
-        run_jobs(records, mutants=[] if args.skip_mutants else list(MUTANTS), targets=targets,
-                 seeds=list(range(1, args.seeds + 1)), scope=args.scope, jobs=args.jobs,
-                 progress=not args.no_progress,
-                 timing=args.timing if args.scope == "audit" else 0, campaign=campaign)
-    text = scorecard(records, targets=targets)
-    out = pathlib.Path(args.out)
+            (recs.root / f"{kind}.jsonl").unlink(missing_ok=True)
+    if run_missing:
+        run_jobs(recs, mutants=list(MUTANTS) if mutants else [], targets=targets,
+                 seeds=list(range(1, seeds + 1)), scope=scope, jobs=jobs, progress=progress,
+                 timing=timing if scope == "audit" else 0, campaign=campaign_list)
+    text = scorecard(recs, targets=targets)
+    out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    if records.load("mutants"):
-        (out.parent / "kill_matrix.md").write_text(kill_matrix_markdown(records))
+    if recs.load("mutants"):
+        (out.parent / "kill_matrix.md").write_text(kill_matrix_markdown(recs))
     print(text)
     return 0 if "| no |" not in text.split("## Kill rate per layer")[0] else 1
 
 
+def options(args: argparse.Namespace) -> dict:
+    """:func:`run`'s keyword arguments from options parsed by :func:`build_parser`."""
+    return dict(targets=args.targets.split(","), seeds=args.seeds, jobs=args.jobs,
+                records=args.records, out=args.out, run_missing=not args.no_run,
+                mutants=not args.skip_mutants, scope=args.scope, timing=args.timing,
+                fresh=args.fresh, campaign=args.campaign,
+                campaign_families=args.campaign_families.split(","),
+                progress=not args.no_progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pgtheory.lab.power`` (same options as ``pgtheory audit --power``)."""
-    return run(build_parser().parse_args(argv))
+    return run(**options(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":  # pragma: no cover
