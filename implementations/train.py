@@ -21,27 +21,43 @@ results (torch's CPU kernels are deterministic for these networks).
 
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
+import importlib.util
 import json
 import os
+import pickle
 import platform
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from pgtheory.implementations import ALGORITHMS
-from pgtheory.implementations.common import (
-    ConfigError,
-    TrainingDivergedError,
-    find_wrapper,
-    make_env_fn,
-)
 
-__all__ = ["TrainResult", "evaluate", "parse_overrides", "plot_learning_curve", "train"]
+from pgtheory.errors import InvalidArgumentError
+from pgtheory.extras import require
+
+# torch, gymnasium and the algorithms are imported inside the functions that train, so that
+# the command line validates its arguments (parse_settings, read_run, steps_done, holds_run)
+# before any heavy import.
+
+__all__ = ["TrainResult", "default_out", "evaluate", "holds_run", "parse_overrides",
+           "parse_settings", "plot_learning_curve", "read_run", "setting_types", "steps_done",
+           "train"]
 
 CSV_NAME, CHECKPOINT_NAME, RUN_NAME = "progress.csv", "checkpoint.pt", "run.json"
+#: what a run writes into its directory (removed first when a run is overwritten)
+RUN_FILES = (RUN_NAME, CSV_NAME, CHECKPOINT_NAME, "model.pt", "evaluation.json",
+             "learning_curve.png")
+#: the run.json keys a resumed run reads
+_RUN_KEYS = ("algorithm", "env_id", "seed", "num_envs", "total_steps", "overrides", "config")
+#: algorithm -> its configuration class, defined in ``pgtheory.implementations.<algorithm>``
+#: (the keys of ``pgtheory.implementations.ALGORITHMS``; the tests hold the two together)
+_CONFIG_CLASSES = {"reinforce": "REINFORCEConfig", "a2c": "A2CConfig", "trpo": "TRPOConfig",
+                   "ppo": "PPOConfig"}
+#: accepted spellings of a boolean setting
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclasses.dataclass
@@ -59,44 +75,103 @@ class TrainResult:
     seconds: float
 
 
+def setting_types(algorithm: str) -> dict[str, str]:
+    """The configuration settings of ``algorithm``: name -> type annotation text, in order.
+
+    Read from the source of the configuration dataclasses (their class bodies and bases), so
+    that no torch import is needed; equal to ``{f.name: f.type for f in
+    dataclasses.fields(config_class)}`` (the tests hold the two to each other).
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``algorithm`` is not one of reinforce, a2c, trpo, ppo.
+    """
+    if algorithm not in _CONFIG_CLASSES:
+        raise InvalidArgumentError(f"algorithm: expected one of {sorted(_CONFIG_CLASSES)}, "
+                                   f"received {algorithm!r}")
+    return _class_fields(f"pgtheory.implementations.{algorithm}", _CONFIG_CLASSES[algorithm])
+
+
+def _class_fields(module: str, name: str) -> dict[str, str]:
+    """Annotated class-level names of class ``name`` in ``module`` and its bases (bases first);
+    the bases are looked up in the module or followed through its ``from X import Base``."""
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    imported = {a.asname or a.name: node.module for node in tree.body
+                if isinstance(node, ast.ImportFrom) and node.module for a in node.names}
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+    fields: dict[str, str] = {}
+    for base in cls.bases:
+        if isinstance(base, ast.Name) and base.id != "object":
+            fields.update(_class_fields(imported.get(base.id, module), base.id))
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            annotation = ast.unparse(node.annotation)
+            if "ClassVar" not in annotation:
+                fields[node.target.id] = annotation
+    return fields
+
+
+def parse_settings(algorithm: str, items: list[str] | None) -> dict:
+    """``["key=value", ...]`` -> typed settings of ``algorithm``'s configuration, without torch.
+
+    Values are typed by the setting's annotation: numbers, integers, booleans (true/false,
+    1/0, yes/no), lists of integers (``[64,64]``), ``none`` where the setting is optional,
+    strings. Ranges (``gamma`` in [0, 1), ...) are checked when the configuration is built.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Unknown algorithm, malformed item, unknown setting or a value of the wrong type; the
+        message names the setting, what was expected and what was received.
+    """
+    return _parse(items, setting_types(algorithm), f"{algorithm}", InvalidArgumentError)
+
+
 def parse_overrides(items: list[str] | None, config_class) -> dict:
-    """``["key=value", ...]`` -> typed settings of ``config_class`` (JSON values, or strings).
+    """``["key=value", ...]`` -> typed settings of ``config_class`` (see :func:`parse_settings`).
 
     Raises
     ------
     ConfigError
-        Malformed item or unknown key.
+        Malformed item, unknown key or a value of the wrong type.
     """
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    from pgtheory.implementations.common import ConfigError
+
+    types = {f.name: str(f.type) for f in dataclasses.fields(config_class)}
+    return _parse(items, types, config_class.__name__, ConfigError)
+
+
+def _parse(items: list[str] | None, types: dict[str, str], owner: str, error) -> dict:
     out = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set: expected KEY=VALUE, received {item!r}")
-        if key not in fields:
-            raise ConfigError(f"--set: unknown setting {key!r} for {config_class.__name__}; "
-                              f"expected one of {sorted(fields)}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = {"none": None, "true": True, "false": False}.get(raw.lower(), raw)
-        out[key] = _typed(key, raw, value, str(fields[key].type))
+            raise error(f"--set: expected KEY=VALUE, received {item!r}")
+        if key not in types:
+            raise error(f"--set: expected a setting of {owner} (one of {sorted(types)}), "
+                        f"received unknown setting {key!r}")
+        out[key] = _typed(key, raw, types[key], error)
     return out
 
 
-def _typed(key: str, raw: str, value, annotation: str):
-    """``value`` as the configuration field's type (annotation text), or ConfigError."""
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"--set {key}: expected {expected}, received {raw!r}")
+def _typed(key: str, raw: str, annotation: str, error):
+    """``raw`` as the configuration field's type (annotation text), or ``error``."""
+    def bad(expected: str):
+        return error(f"--set {key}: expected {expected}, received {raw!r}")
 
+    if annotation == "bool":
+        if raw.strip().lower() not in _BOOLS:
+            raise bad("true or false (also 1/0, yes/no)")
+        return _BOOLS[raw.strip().lower()]
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = {"none": None, "true": True, "false": False}.get(raw.lower(), raw)
     if value is None:
         if "None" in annotation:
             return None
         raise bad(f"a value of type {annotation}")
-    if annotation == "bool":
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
     if annotation == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer")
@@ -115,20 +190,75 @@ def _typed(key: str, raw: str, value, annotation: str):
     return value
 
 
-def train(algorithm: str, env_id: str, *, total_steps: int = 1_000_000, seed: int = 0,
-          num_envs: int = 1, device: str = "cpu", out: str | os.PathLike | None = None,
-          overrides: dict | None = None, resume: str | os.PathLike | None = None,
+def default_out(algorithm: str, env_id: str, seed: int) -> Path:
+    """The output directory of a run when none is given: ``runs/ALGO-ENV-sSEED``."""
+    return Path(f"runs/{algorithm}-{env_id.replace('/', '_')}-s{seed}")
+
+
+def holds_run(out: str | os.PathLike) -> bool:
+    """Whether ``out`` holds a run that trained (a checkpoint): starting a new run there would
+    overwrite it."""
+    return (Path(out) / CHECKPOINT_NAME).exists()
+
+
+def read_run(out: str | os.PathLike, *, argument: str = "resume") -> dict:
+    """A run directory's ``run.json`` (algorithm, environment, seed, sizes, configuration).
+
+    Raises
+    ------
+    InvalidArgumentError
+        No ``run.json``, or not a readable run record; the message names ``argument``.
+    """
+    p = Path(out) / RUN_NAME
+    if not p.is_file():
+        raise InvalidArgumentError(f"{argument}: expected a run directory with {RUN_NAME}, "
+                                   f"received {str(out)!r} (no {p})")
+    try:
+        run = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgumentError(f"{argument}: expected a readable {p}, received an "
+                                   f"unreadable file ({exc})") from exc
+    missing = [k for k in _RUN_KEYS if not isinstance(run, dict) or k not in run]
+    if missing:
+        raise InvalidArgumentError(f"{argument}: expected {p} to record {list(_RUN_KEYS)}, "
+                                   f"received a record without {missing}")
+    return run
+
+
+def steps_done(out: str | os.PathLike) -> int:
+    """Env steps (summed over envs) a run directory's last completed iteration reached: from
+    ``run.json`` (``env_steps``), or the last row of ``progress.csv`` for runs recorded before
+    ``run.json`` kept the count; 0 when neither has it."""
+    run = read_run(out)
+    if isinstance(run.get("env_steps"), int):
+        return run["env_steps"]
+    rows = _read_csv(Path(out) / CSV_NAME)
+    try:
+        return int(rows[-1]["env_steps"]) if rows else 0
+    except (KeyError, ValueError):
+        return 0
+
+
+def train(algorithm: str | None, env_id: str | None, *, total_steps: int | None = None,
+          seed: int = 0, num_envs: int = 1, device: str = "cpu",
+          out: str | os.PathLike | None = None, overrides: dict | None = None,
+          resume: str | os.PathLike | None = None, overwrite: bool = False,
           eval_episodes: int = 10, progress: bool = True, tensorboard: bool = True,
           threads: int | None = 1, monitor=None) -> TrainResult:
     """Train ``algorithm`` on ``env_id`` for ``total_steps`` env steps (see the module docstring).
 
     Parameters
     ----------
-    algorithm : {"reinforce", "a2c", "trpo", "ppo"}
-    env_id : str
+    algorithm : {"reinforce", "a2c", "trpo", "ppo"}, or None with ``resume``
+    env_id : str, or None with ``resume``
         Any registered gymnasium id (MuJoCo v5 tasks, classic control, ``pgtheory/...``).
-    total_steps : int
-        Env steps (whole iterations: rounded up to a multiple of ``num_steps * num_envs``).
+    total_steps : int, optional
+        Env steps summed over the environments (whole iterations: rounded up to a multiple of
+        ``num_steps * num_envs``). Default: 1,000,000 for a new run; with ``resume``, the
+        run's recorded total (finish a killed run). With ``resume``, a larger value extends
+        the run to that many steps (``run.json`` records the new total; a learning-rate
+        schedule follows the new total from the resumed iteration on); a value below the
+        steps already done is an error.
     seed, num_envs : int
     device : {"auto", "cpu", "cuda"}
         Where networks and updates run; environments always step on the CPU.
@@ -137,7 +267,11 @@ def train(algorithm: str, env_id: str, *, total_steps: int = 1_000_000, seed: in
     overrides : dict, optional
         Configuration settings (see the algorithm's config dataclass).
     resume : path, optional
-        A previous run's directory: its ``run.json`` fixes every other argument.
+        A previous run's directory: its ``run.json`` fixes every other argument except
+        ``total_steps``.
+    overwrite : bool
+        Allow a new run in an ``out`` that holds a trained run (its files are removed first);
+        without it, such an ``out`` is an error.
     eval_episodes : int
         Episodes of the final deterministic evaluation (0: skip).
     progress, tensorboard : bool
@@ -154,20 +288,38 @@ def train(algorithm: str, env_id: str, *, total_steps: int = 1_000_000, seed: in
 
     Raises
     ------
+    pgtheory.extras.MissingExtraError
+        torch or gymnasium is not installed.
     ConfigError
-        Unknown algorithm, environment or setting; a resume directory without a checkpoint.
+        Unknown algorithm, environment or setting; ``out`` holds a trained run and not
+        ``overwrite``; a resume directory without a readable checkpoint, or ``total_steps``
+        below the steps it has done.
+    pgtheory.errors.InvalidArgumentError
+        A resume directory without a readable ``run.json``.
     TrainingDivergedError
         NaN or inf in the losses (the run stops; the last good checkpoint is kept).
     """
+    require("oracles", "training")  # torch and gymnasium; one line naming the extra
+    import torch
+    from pgtheory.implementations import ALGORITHMS
+    from pgtheory.implementations.common import (
+        ConfigError,
+        TrainingDivergedError,
+        make_env_fn,
+    )
+
     t_start = time.time()
     if threads is not None:
         torch.set_num_threads(int(threads))
+    run = None
     if resume is not None:
         out = Path(resume)
-        run = _read_run(out)
+        run = read_run(out)
         algorithm, env_id, seed = run["algorithm"], run["env_id"], run["seed"]
-        num_envs, total_steps = run["num_envs"], run["total_steps"]
-        overrides = run["overrides"]
+        num_envs, overrides = run["num_envs"], run["overrides"]
+        total_steps = run["total_steps"] if total_steps is None else total_steps
+    elif total_steps is None:
+        total_steps = 1_000_000
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"algorithm: expected one of {sorted(ALGORITHMS)}, received "
                           f"{algorithm!r}")
@@ -180,19 +332,36 @@ def train(algorithm: str, env_id: str, *, total_steps: int = 1_000_000, seed: in
         overrides["hidden_sizes"] = tuple(overrides["hidden_sizes"])
     config = config_class().replace(**overrides)
     env_fn = make_env_fn(env_id, config)
-    out = Path(out or f"runs/{algorithm}-{env_id.replace('/', '_')}-s{seed}")
+    out = Path(out or default_out(algorithm, env_id, seed))
+    if resume is None and holds_run(out):
+        if not overwrite:
+            raise ConfigError(f"out: expected a directory without a trained run, received "
+                              f"{str(out)!r}, which holds one ({CHECKPOINT_NAME}); resume it "
+                              f"(resume={str(out)!r}) or pass overwrite=True")
+        _clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     agent = agent_class(env_fn, config, seed=seed, num_envs=num_envs, device=device,
                         record=monitor is not None)
     per_iteration = agent.T * agent.N
     n_iterations = -(-int(total_steps) // per_iteration)
     ckpt = out / CHECKPOINT_NAME
-    if resume is not None:
+    if run is not None:
         if not ckpt.exists():
             raise ConfigError(f"resume: {ckpt} does not exist (nothing to resume)")
-        agent.load_state_dict(torch.load(ckpt, map_location=agent.device, weights_only=False))
+        try:
+            agent.load_state_dict(torch.load(ckpt, map_location=agent.device,
+                                             weights_only=False))
+        except (OSError, EOFError, pickle.UnpicklingError, RuntimeError, KeyError, TypeError,
+                ValueError) as exc:
+            raise ConfigError(f"resume: expected a checkpoint of this run in {ckpt}, received "
+                              f"an unreadable one ({type(exc).__name__}: {exc})") from exc
+        if int(total_steps) < agent.env_steps:
+            raise ConfigError(f"total_steps: expected at least the {agent.env_steps} env steps "
+                              f"the run in {str(out)!r} has done, received {total_steps}")
+        if int(total_steps) != run["total_steps"]:
+            _update_run(out, total_steps=int(total_steps))
         agent.obs, _ = agent.envs.reset(seed=seed + 7919 * agent.iterations)
-        elapsed_before = _read_run(out).get("seconds", 0.0)
+        elapsed_before = run.get("seconds", 0.0)
     else:
         elapsed_before = 0.0
         _write_json(out / RUN_NAME, {
@@ -227,7 +396,7 @@ def train(algorithm: str, env_id: str, *, total_steps: int = 1_000_000, seed: in
                    "episodes": agent.episodes, "return_mean": _mean(agent.episode_returns),
                    "length_mean": _mean(agent.episode_lengths), **stats}
             log.write(row)
-            _update_run(out, seconds=seconds)
+            _update_run(out, seconds=seconds, env_steps=agent.env_steps)
             if bar is not None:
                 bar.update(per_iteration)
                 sps = (agent.env_steps - steps_at_start) / max(time.time() - t_run, 1e-9)
@@ -252,6 +421,7 @@ def evaluate(agent, env_id: str, config, *, episodes: int = 10, seed: int = 0) -
     rewards unscaled. Returns ``{"mean", "std", "episodes", "returns"}`` (NaN mean for 0
     episodes)."""
     import gymnasium as gym
+    from pgtheory.implementations.common import find_wrapper, make_env_fn
 
     if episodes <= 0:
         return {"mean": float("nan"), "std": float("nan"), "episodes": 0, "returns": []}
@@ -366,6 +536,8 @@ def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
 
 
 def _save_checkpoint(agent, path: Path) -> None:
+    import torch
+
     tmp = path.with_suffix(".tmp")
     torch.save(agent.state_dict(), tmp)
     os.replace(tmp, path)
@@ -384,9 +556,15 @@ def _read_csv(path: Path) -> list[dict]:
 
 def _read_run(out: Path) -> dict:
     p = Path(out) / RUN_NAME
-    if not p.exists():
-        raise ConfigError(f"resume: expected a run directory with {RUN_NAME}, received {out}")
-    return json.loads(p.read_text())
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _clear_run(out: Path) -> None:
+    """Remove a previous run's files from ``out`` (and only those)."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    if (out / "tb").is_dir():
+        shutil.rmtree(out / "tb")
 
 
 def _update_run(out: Path, **fields) -> None:
@@ -413,6 +591,7 @@ def _jsonable(x):
 
 def _versions() -> dict:
     import gymnasium
+    import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "gymnasium": gymnasium.__version__, "numpy": np.__version__}

@@ -137,7 +137,10 @@ def test_cli_power_rejects_bad_arguments(capsys) -> None:
     assert main(["audit", "--power", "--no-run", "--targets", "nosuch"]) == 2
     assert "nosuch" in capsys.readouterr().err
     assert main(["audit", "--power", "--no-run", "--jobs", "0"]) == 2
-    assert "--jobs >= 1" in capsys.readouterr().err
+    assert "--jobs: expected a positive integer, received 0" in capsys.readouterr().err
+    # the library function takes typed arguments (was an argparse Namespace)
+    with pytest.raises(power.PowerError, match="--jobs >= 1"):
+        power.run(targets=["reinforce"], jobs=0, run_missing=False)
 
 
 def test_cli_power_no_run_writes_the_scorecard(tmp_path) -> None:
