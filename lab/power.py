@@ -240,11 +240,12 @@ def _run_mutant(name: str, commit: str) -> dict:
 
 def _policy_head_report(target: str, seed: int) -> dict:
     """Only the policy-head checks of the audit (``--_policy-head``; see the module doc)."""
-    from pgtheory.oracles.audit import audit_config, resolve_target
-    from pgtheory.oracles.suite import _policy_head_checks
+    from pgtheory.lab.campaign import resolve_target
+    from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import policy_head_checks
 
     t0 = time.perf_counter()
-    out = _policy_head_checks(resolve_target(target), audit_config(seed))
+    out = policy_head_checks(resolve_target(target), audit_config(seed))
     failed = any(r.verdict == "fail" for r in out.values())
     return {"target": target, "seed": seed, "exit_code": int(failed), "error": None,
             "seconds": time.perf_counter() - t0,
@@ -349,7 +350,8 @@ def run_jobs(records: Records, *, mutants: list[str], targets: list[str], seeds:
 # ---------------------------------------------------------------------------- scorecard
 def _stated_rate(target: str) -> tuple[float, str]:
     """Family-wise false-positive rate the audit states for ``target``'s statistical checks."""
-    from pgtheory.oracles.audit import AUDIT_ALPHA, resolve_target
+    from pgtheory.lab.campaign import resolve_target
+    from pgtheory.oracles.audit import AUDIT_ALPHA
 
     continuous = "continuous" in getattr(resolve_target(target), "action_kinds", ("discrete",))
     a = AUDIT_ALPHA / 3
@@ -361,7 +363,7 @@ def _stated_rate(target: str) -> tuple[float, str]:
 
 
 def _planned(target: str) -> set[str]:
-    from pgtheory.oracles.audit import resolve_target
+    from pgtheory.lab.campaign import resolve_target
     from pgtheory.oracles.suite import plan
 
     return {n for n, why in plan(resolve_target(target)) if why is None}

@@ -73,7 +73,7 @@ def import_library(module: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise TargetProtocolError(f"auditing a Stable-Baselines3 target needs {module!r} "
-                                  f"(pip install stable-baselines3 sb3-contrib): {exc}") from exc
+                                  f"(pip install 'pgtheory[sb3]'): {exc}") from exc
 
 
 class GroundTruth(gym.Wrapper):

@@ -292,15 +292,18 @@ def _audit(args: argparse.Namespace) -> int:
         raise UsageError(f"{given[0]}: expected only with --power (an option of the power "
                          f"run), received it without --power")
     # the arguments were checked by the parser's types; now the heavy imports
+    from pgtheory.extras import require
+
+    require("oracles", "pgtheory audit")  # a missing sb3 extra is named by the SB3 adapter
     import torch
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
+    from pgtheory.lab.campaign import resolve_target  # every TARGET form, campaign:... too
     from pgtheory.oracles.audit import (
         AuditReport,
         audit_config,
         format_report,
-        resolve_target,
         run_audit,
         write_json,
     )

@@ -387,7 +387,7 @@ def test_cli_train_reports_bad_input_with_exit_2(capsys) -> None:
     from pgtheory.cli import main
 
     assert main(["train", "ppo"]) == 2
-    assert "--env" in capsys.readouterr().out
+    assert "--env" in capsys.readouterr().err
     assert main(["train", "ppo", "--env", "NoSuchEnv-v0", "--no-progress"]) == 2
     assert "registered gymnasium id" in capsys.readouterr().err
     assert main(["train", "ppo", "--env", "CartPole-v1", "--set", "gamma=2"]) == 2
