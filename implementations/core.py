@@ -70,7 +70,8 @@ def gae(rewards, values, next_values, terminated, truncated, gamma: float,
     References
     ----------
     Schulman et al. (2016), "High-Dimensional Continuous Control Using Generalized Advantage
-    Estimation", arXiv:1506.02438v6, Eq. (16); shared/BUGS.md (done masks, truncation).
+    Estimation", arXiv:1506.02438v6, Eq. (16); catalogue entries done_flags_shifted,
+    truncation_as_termination (docs/bugs.md).
     """
     r, v, nv, term, trunc = _buffer(rewards, values, next_values, terminated, truncated)
     live = 1.0 - term
@@ -142,7 +143,8 @@ def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``(x - mean) / (std + eps)`` with the unbiased standard deviation; unchanged if < 2 items.
 
     Shapes: any; returns the same shape. Raises nothing. A single-sample minibatch would give
-    NaN (std of one number), a known PPO defect (shared/BUGS.md), hence the guard.
+    NaN (std of one number), a known PPO defect (catalogue: normalize_single_sample_nan),
+    hence the guard.
     Source: Andrychowicz et al. (2021), arXiv:2006.05990v1, Sec. 3.5 (advantage normalization).
     """
     if x.numel() < 2:
@@ -295,9 +297,9 @@ def gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor,
 
     ``actions, mean, log_std``: (B, m) (``log_std`` broadcasts). Returns (B,) in nats.
     Averaging instead of summing over dimensions is a known defect (it rescales the gradient
-    per dimension count and breaks the ratio): shared/BUGS.md. Raises RuntimeError on shapes
-    that do not broadcast. Source: the product of m univariate normal densities (Bishop 2006,
-    Eq. 2.43 with a diagonal covariance).
+    per dimension count and breaks the ratio; catalogue: gaussian_log_prob_averaged). Raises
+    RuntimeError on shapes that do not broadcast. Source: the product of m univariate normal
+    densities (Bishop 2006, Eq. 2.43 with a diagonal covariance).
     """
     z = (actions - mean) * torch.exp(-log_std)
     return (-0.5 * z**2 - log_std - 0.5 * _LOG_2PI).sum(-1)

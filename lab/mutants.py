@@ -8,9 +8,8 @@ written with). A few mutants are *configuration* mutants: the agent runs with on
 its target declares another to the oracles (an entropy bonus with the wrong sign is ``ent_coef =
 -0.01`` run behind a declared ``0.01``).
 
-Each mutant reproduces a class of ``shared/BUGS.md`` (the public report is named where there is
-one) or one of the continuous-action classes (log-probability averaged instead of summed over
-action dimensions, log-std errors, Gaussian KL errors). ``equivalent`` gives the argument when
+Each mutant names its entry in the defect registry (:mod:`pgtheory.oracles.defects`), which
+gives its class, description and public reports. ``equivalent`` gives the argument when
 no check can flag a mutant in principle.
 
 Run ``python -m pgtheory.lab.mutants`` (``--quick``, ``--only NAME ...``, ``--markdown PATH``) to
@@ -41,12 +40,9 @@ class Mutant:
     ----------
     name, algorithm : str
         ``algorithm`` in {"reinforce", "a2c", "trpo", "ppo"}: the implementation mutated.
-    bug_class : str
-        The ``shared/BUGS.md`` class (or "continuous actions").
-    description : str
-        One line: what the mutated code does.
-    report : str
-        The public bug report it reproduces ("" when none is named).
+    defect : str
+        Its key in the defect registry :data:`pgtheory.oracles.defects.DEFECTS`, which gives
+        :attr:`bug_class`, :attr:`description` and :attr:`report`.
     patches : tuple of (str, callable)
         ``(dotted attribute, make)``: the attribute is replaced by ``make(original)``.
     overrides : dict
@@ -57,18 +53,41 @@ class Mutant:
         Checks that must flag it (asserted by the fast tests).
     equivalent : str
         Why no check can flag it in principle ("" for a mutant that must be killed).
+    detail : str
+        How this mutant realizes the defect, where the registry's line does not say it.
     """
 
     name: str
     algorithm: str
-    bug_class: str
-    description: str
-    report: str = ""
+    defect: str
     patches: tuple = ()
     overrides: dict = dataclasses.field(default_factory=dict)
     declared: dict = dataclasses.field(default_factory=dict)
     expected: tuple = ()
     equivalent: str = ""
+    detail: str = ""
+
+    @property
+    def record(self):
+        """The registry entry (:class:`pgtheory.oracles.defects.Defect`)."""
+        from pgtheory.oracles.defects import DEFECTS
+
+        return DEFECTS[self.defect]
+
+    @property
+    def bug_class(self) -> str:
+        """The registry's defect class."""
+        return self.record.defect_class
+
+    @property
+    def description(self) -> str:
+        """The registry's one line, with :attr:`detail` where given."""
+        return self.record.description + (f" ({self.detail})" if self.detail else "")
+
+    @property
+    def report(self) -> str:
+        """The registry's public reports ("" when none is known)."""
+        return self.record.reports
 
 
 @contextlib.contextmanager
@@ -306,187 +325,151 @@ _STEP = "given_the_batch.trpo_step"
 
 _LIST = [
     # --- truncation ---------------------------------------------------------------
-    Mutant("truncation_as_termination", "ppo", "truncation",
-           "time-limit truncation treated as termination: no gamma V(s_T) bootstrap",
-           "Stable-Baselines3 #633; CleanRL #198", _gae(
+    Mutant("truncation_as_termination", "ppo", "truncation_as_termination", _gae(
                lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, te | tr, _zero(tr), g, lam)),
            expected=(_GAE,)),
-    Mutant("truncation_bootstrap_own_value", "a2c", "truncation",
-           "a truncated step bootstraps from V(s_t) instead of V(s_T)", "rsl_rl #20",
+    Mutant("truncation_bootstrap_own_value", "a2c", "truncation_bootstrap_own_value",
            _gae(_truncation_from_own_value), expected=(_GAE,)),
-    Mutant("truncation_bootstrap_reset_obs", "trpo", "truncation",
-           "the bootstrap uses the next episode's first observation (final_obs ignored)",
-           "ml-agents PR #574", (("pgtheory.implementations.common.Agent.true_next_observations",
+    Mutant("truncation_bootstrap_reset_obs", "trpo", "bootstrap_from_reset_obs",
+           (("pgtheory.implementations.common.Agent.true_next_observations",
                                   lambda orig: staticmethod(lambda next_obs, info:
                                                             np.array(next_obs, copy=True))),),
            expected=(_GAE,)),
-    Mutant("truncated_steps_masked", "ppo", "truncation",
-           "truncated transitions masked out of the loss (advantage 0: 'bad masks')",
-           "pytorch-a2c-ppo-acktr-gail #182", _gae(_truncated_masked), expected=(_GAE,)),
-    Mutant("termination_bootstraps", "a2c", "truncation",
-           "termination treated as truncation: bootstraps V of the terminal observation", "",
+    Mutant("truncated_steps_masked", "ppo", "truncated_steps_masked",
+           _gae(_truncated_masked), expected=(_GAE,)),
+    Mutant("termination_bootstraps", "a2c", "termination_bootstraps",
            _gae(lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, _zero(te), te | tr, g, lam)),
            expected=(_GAE,)),
     # --- done indexing ------------------------------------------------------------
-    Mutant("done_flags_shifted", "ppo", "done indexing",
-           "the done mask of step t is the previous step's flag",
-           "Stable-Baselines3 #105", _gae(
+    Mutant("done_flags_shifted", "ppo", "done_flags_shifted", _gae(
                lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, _shift(te), _shift(tr), g,
                                                      lam)), expected=(_GAE,)),
-    Mutant("no_bootstrap_at_buffer_end", "a2c", "done indexing",
-           "the last step of the buffer bootstraps from 0 instead of V(s_T)",
-           "Stable-Baselines3 #183; PufferLib #363", _gae(_no_bootstrap_at_end),
+    Mutant("no_bootstrap_at_buffer_end", "a2c", "no_bootstrap_at_buffer_end",
+           _gae(_no_bootstrap_at_end),
            expected=(_GAE,)),
-    Mutant("rewards_shifted", "reinforce", "done indexing",
-           "rewards used one step late in the returns", "Spinning Up #50",
+    Mutant("rewards_shifted", "reinforce", "rewards_shifted",
            ((_CORE + ".discounted_returns", _reward_to_go_shifted),),
            expected=(_GAE,)),
-    Mutant("next_step_autoreset", "ppo", "vector envs",
-           "collection loop written for same-step autoreset run with NEXT_STEP: a spurious "
-           "transition after every episode end", "CleanRL #499; Gymnasium PR #1227",
+    Mutant("next_step_autoreset", "ppo", "next_step_autoreset",
            (("pgtheory.implementations.common.Agent.autoreset_mode",
              lambda orig: __import__("gymnasium").vector.AutoresetMode.NEXT_STEP),)),
     # --- GAE algebra --------------------------------------------------------------
-    Mutant("gae_lambda_power", "ppo", "GAE algebra",
-           "lambda^l instead of (gamma lambda)^l", "",
+    Mutant("gae_lambda_power", "ppo", "gae_lambda_power",
            _gae(lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, te, tr, g, lam / g)),
            expected=(_GAE,)),
-    Mutant("gae_no_gamma_in_td", "trpo", "GAE algebra",
-           "gamma missing from the TD error", "",
+    Mutant("gae_no_gamma_in_td", "trpo", "gae_no_gamma_in_td",
            _gae(lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, te, tr, 1.0, g * lam)),
            expected=(_GAE,)),
-    Mutant("gae_gamma_lambda_swapped", "ppo", "GAE algebra", "gamma and lambda swapped", "",
+    Mutant("gae_gamma_lambda_swapped", "ppo", "gae_gamma_lambda_swapped",
            _gae(lambda o, r, v, nv, te, tr, g, lam: o(r, v, nv, te, tr, lam, g)),
            expected=(_GAE,)),
-    Mutant("returns_ignore_gamma", "reinforce", "normalization",
-           "the configured gamma ignored: undiscounted reward-to-go", "CleanRL #203",
+    Mutant("returns_ignore_gamma", "reinforce", "returns_ignore_gamma",
            ((_CORE + ".discounted_returns",
              lambda orig: (lambda r, nv, te, tr, g: orig(r, nv, te, tr, 1.0))),),
            expected=(_GAE,)),
     # --- advantage normalization ------------------------------------------------------
-    Mutant("normalize_single_sample_nan", "ppo", "advantage normalization",
-           "normalizing a one-sample minibatch gives NaN (no guard)",
-           "Stable-Baselines3 #325", ((_CORE + ".normalize",
+    Mutant("normalize_single_sample_nan", "ppo", "normalize_single_sample_nan",
+           ((_CORE + ".normalize",
                                       lambda orig: _normalize_no_guard),),
            overrides={"n_minibatches": 64}),
-    Mutant("undeclared_normalization", "a2c", "advantage normalization",
-           "A2C normalizes its advantages although it declares it does not", "",
+    Mutant("undeclared_normalization", "a2c", "undeclared_advantage_normalization",
            ((_CORE + ".policy_gradient_loss", lambda orig: _pg_normalized),),
            expected=(_PG,)),
     # --- ratio / clipping -----------------------------------------------------------
-    Mutant("ratio_inverted", "ppo", "ratio / clipping", "ratio inverted: pi_old / pi", "",
+    Mutant("ratio_inverted", "ppo", "ppo_ratio_inverted",
            _surrogate(_inverted), expected=(_PG,)),
-    Mutant("min_max_swapped", "ppo", "ratio / clipping",
-           "max instead of min in the clipped objective", "", _surrogate(_max_not_min)),
-    Mutant("clip_on_advantage", "ppo", "ratio / clipping",
-           "clip applied to the advantage instead of the ratio", "",
+    Mutant("min_max_swapped", "ppo", "ppo_min_max_swapped", _surrogate(_max_not_min)),
+    Mutant("clip_on_advantage", "ppo", "ppo_clip_on_advantage",
            _surrogate(_clip_on_advantage), expected=(_PG,)),
-    Mutant("clip_bounds_reversed", "ppo", "ratio / clipping",
-           "clamp(ratio, 1 + eps, 1 - eps): bounds reversed", "",
+    Mutant("clip_bounds_reversed", "ppo", "ppo_clip_bounds_reversed",
            _surrogate(_clip_bounds_reversed)),
-    Mutant("clipping_never_acts", "ppo", "ratio / clipping",
-           "the clipped branch is missing: plain importance-weighted surrogate", "",
+    Mutant("clipping_never_acts", "ppo", "ppo_clipping_never_acts",
            _surrogate(_never_clips)),
-    Mutant("old_logprob_recomputed", "ppo", "ratio / clipping",
-           "'old' log-probability recomputed with the current parameters: ratio always 1",
-           "tf-agents #352", _surrogate(_old_logp_recomputed)),
+    Mutant("old_logprob_recomputed", "ppo", "old_logprob_recomputed",
+           _surrogate(_old_logp_recomputed)),
     # --- value loss ---------------------------------------------------------------
-    Mutant("value_clip_gradient_vanishes", "ppo", "value loss",
-           "the clipped value branch carries no gradient", "RLlib #19291",
+    Mutant("value_clip_gradient_vanishes", "ppo", "value_clip_gradient_vanishes",
            ((_CORE + ".clipped_value_loss", lambda orig: _value_clip_vanishes),),
            overrides={"clip_range_vf": 0.01}),
-    Mutant("critic_regressed_to_advantage", "a2c", "value loss",
-           "critic targets are the advantages instead of the returns", "",
+    Mutant("critic_regressed_to_advantage", "a2c", "critic_regressed_to_advantage",
            (("pgtheory.implementations.common.Agent.value_targets",
              lambda orig: staticmethod(lambda adv, values: adv)),),
            expected=("given_the_batch.returns",)),
-    Mutant("value_targets_normalized", "ppo", "normalization",
-           "value targets built from normalized advantages", "on-policy (MAPPO) #12",
+    Mutant("value_targets_normalized", "ppo", "value_targets_normalized",
            (("pgtheory.implementations.common.Agent.value_targets",
              lambda orig: staticmethod(lambda adv, values: _normalize_no_guard(adv) + values)),),
            expected=("given_the_batch.returns",)),
-    Mutant("value_loss_sign", "trpo", "value loss", "value loss sign flipped", "",
+    Mutant("value_loss_sign", "trpo", "value_loss_sign",
            ((_CORE + ".value_loss",
              lambda orig: (lambda v, r: -orig(v, r))),),
            expected=("given_the_batch.value_gradient",)),
     # --- entropy -------------------------------------------------------------------
-    Mutant("entropy_sign", "a2c", "entropy",
-           "entropy bonus with the wrong sign in the loss", "Stable-Baselines3 #127",
-           overrides={"ent_coef": -0.01}, declared={"ent_coef": 0.01}, expected=(_PG,)),
-    Mutant("gaussian_entropy_not_summed", "ppo", "entropy",
-           "diagonal-Gaussian entropy averaged, not summed, over action dimensions",
-           "PPO-Keras #4", ((_CORE + ".gaussian_entropy",
+    Mutant("entropy_sign", "a2c", "entropy_wrong_sign",
+           overrides={"ent_coef": -0.01}, declared={"ent_coef": 0.01}, expected=(_PG,),
+           detail="run with ent_coef = -0.01 behind a declared 0.01"),
+    Mutant("gaussian_entropy_not_summed", "ppo", "gaussian_entropy_not_summed",
+           ((_CORE + ".gaussian_entropy",
                              lambda orig: _entropy_mean_dims),),
            expected=("components.gaussian_entropy",)),
     # --- KL ------------------------------------------------------------------------
-    Mutant("k1_for_early_stopping", "ppo", "KL",
-           "the k1 estimator (can be negative) used for early stopping instead of k3",
-           "Stable-Baselines3 #417", ((_CORE + ".kl_k3", _k1_instead_of_k3),),
+    Mutant("k1_for_early_stopping", "ppo", "kl_k1_for_k3", ((_CORE + ".kl_k3", _k1_instead_of_k3),),
            overrides={"target_kl": 0.01}, expected=("components.kl_k3",)),
-    Mutant("gaussian_kl_no_square", "trpo", "KL",
-           "Gaussian KL with sigma1/sigma2 where its square belongs", "pat-coady/trpo #25",
+    Mutant("gaussian_kl_no_square", "trpo", "gaussian_kl_no_square",
            ((_CORE + ".gaussian_kl", lambda orig: _kl_no_square),),
            expected=("components.gaussian_kl",)),
     # --- TRPO -----------------------------------------------------------------------
-    Mutant("trpo_vanilla_direction", "trpo", "TRPO",
-           "conjugate gradient skipped: the step follows g, not F^-1 g", "",
+    Mutant("trpo_vanilla_direction", "trpo", "cg_skipped",
            ((_CORE + ".conjugate_gradient",
-             lambda orig: (lambda mv, b, n, residual_tol=1e-10: b)),), expected=(_STEP,)),
-    Mutant("trpo_no_factor_two", "trpo", "TRPO", "full step sqrt(delta / x^T F x)", "",
+             lambda orig: (lambda mv, b, n, residual_tol=1e-10: b)),), expected=(_STEP,),
+           detail="conjugate_gradient returns b"),
+    Mutant("trpo_no_factor_two", "trpo", "trpo_no_factor_two",
            (("pgtheory.implementations.trpo.TRPOAgent.full_step_scale",
              lambda orig: (lambda self, xFx: _torch().sqrt(self.cfg.max_kl / xFx))),),
            expected=(_STEP,)),
-    Mutant("trpo_no_sqrt", "trpo", "TRPO", "full step 2 delta / x^T F x (no square root)", "",
+    Mutant("trpo_no_sqrt", "trpo", "trpo_no_sqrt",
            (("pgtheory.implementations.trpo.TRPOAgent.full_step_scale",
              lambda orig: (lambda self, xFx: 2 * self.cfg.max_kl / xFx)),),
            expected=(_STEP,)),
-    Mutant("trpo_line_search_never_accepts", "trpo", "TRPO",
-           "the line search never accepts a step", "wojzaremba/trpo #1",
+    Mutant("trpo_line_search_never_accepts", "trpo", "line_search_never_accepts",
            ((_CORE + ".backtracking_line_search", lambda orig: _line_search_never),),
            expected=(_STEP,)),
-    Mutant("trpo_line_search_ignores_kl", "trpo", "TRPO",
-           "the line search accepts without checking the KL", "joschu/modular_rl #7",
+    Mutant("trpo_line_search_ignores_kl", "trpo", "line_search_ignores_kl",
            ((_CORE + ".backtracking_line_search", lambda orig: _line_search_no_kl),),
            overrides={"max_kl": 0.05}),
-    Mutant("trpo_damping_undeclared", "trpo", "TRPO",
-           "CG solves F x = g (no damping) while the configuration says 0.1", "",
-           overrides={"cg_damping": 0.0}, declared={"cg_damping": 0.1}, expected=(_STEP,)),
+    Mutant("trpo_damping_undeclared", "trpo", "trpo_damping_undeclared",
+           overrides={"cg_damping": 0.0}, declared={"cg_damping": 0.1}, expected=(_STEP,),
+           detail="CG solves F x = g (no damping) while the configuration says 0.1"),
     # --- REINFORCE --------------------------------------------------------------------
-    Mutant("gamma_t_declared_not_applied", "reinforce", "REINFORCE",
-           "gamma^t weighting declared but the loss omits it", "",
+    Mutant("gamma_t_declared_not_applied", "reinforce", "gamma_t_weighting_mismatch",
            (("pgtheory.implementations.reinforce.REINFORCEAgent.sample_weights",
              lambda orig: (lambda self, te, tr: None)),),
            overrides={"gamma_t_weighting": True}, expected=(_PG,)),
     # --- continuous actions -------------------------------------------------------------
-    Mutant("log_prob_averaged_over_dims", "ppo", "continuous actions",
-           "Gaussian log-probability averaged instead of summed over action dimensions", "",
+    Mutant("log_prob_averaged_over_dims", "ppo", "gaussian_log_prob_averaged",
            ((_CORE + ".gaussian_log_prob", _log_prob_mean_dims),),
            expected=("components.gaussian_log_prob",)),
-    Mutant("log_std_detached", "ppo", "continuous actions",
-           "the log-std receives no gradient (detached in the policy head)", "",
+    Mutant("log_std_detached", "ppo", "log_std_detached",
            (("pgtheory.implementations.common.Actor.forward", _detached_log_std),),
            expected=("given_the_batch.log_prob_gradient@lqr",)),
-    Mutant("clipped_action_stored", "ppo", "continuous actions",
-           "the action is clipped to the bounds when sampled, and the clipped one is stored and "
-           "trained on (with its log-density) instead of the sampled one",
-           "tianshou #312 (variant: there the log-density of the sampled action was stored)",
+    Mutant("clipped_action_stored", "ppo", "clipped_action_stored",
            (("pgtheory.implementations.common.Agent.rollout", _clipped_action_stored),),
-           expected=("given_the_batch.action_sampling@lqr",)),
+           expected=("given_the_batch.action_sampling@lqr",),
+           detail="stored with its own log-density; in tianshou #312 the sampled action's "
+                  "log-density was stored"),
     # --- equivalent --------------------------------------------------------------------
-    Mutant("policy_loss_doubled", "ppo", "ratio / clipping",
-           "the policy loss is doubled (a sum over two copies instead of a mean)", "",
+    Mutant("policy_loss_doubled", "ppo", "policy_loss_doubled",
            _surrogate(lambda logp, old, adv, eps: 2 * _orig_surrogate(logp, old, adv, eps)),
            overrides={"max_grad_norm": None},
            equivalent="with gradient clipping off, the actor's gradient is scaled by a constant "
                       "2 and Adam's per-coordinate update m / sqrt(v) is invariant to a constant "
                       "positive scale (up to eps = 1e-5); the actor and critic share no "
                       "parameters, so the critic's update is unchanged. The given-the-batch "
-                      "checks accept any positive scale for this reason (BUGS.md, 'not bugs')."),
-    Mutant("samples_with_log_variance", "a2c", "continuous actions",
-           "actions sampled with std exp(log_std / 2) (log-std read as log-variance) while the "
-           "density uses exp(log_std)", "stable-baselines PR #1060",
+                      "checks accept any positive scale for this reason (catalogue: negative "
+                      "controls)."),
+    Mutant("samples_with_log_variance", "a2c", "log_std_as_log_variance",
            ((_CORE + ".DiagGaussian.rsample", _variance_as_std),),
-           expected=("given_the_batch.action_sampling@lqr",)),
+           expected=("given_the_batch.action_sampling@lqr",),
+           detail="actions sampled with std exp(log_std / 2) while the density uses exp(log_std)"),
 ]
 
 #: name -> Mutant

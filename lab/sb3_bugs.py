@@ -3,9 +3,9 @@
 Each entry is a ``FACTORY(env)`` (the form ``pgtheory audit sb3:pgtheory.lab.sb3_bugs:NAME`` takes)
 that builds a library model with one defect injected from outside the library: a rollout-buffer
 subclass, an env or VecEnv wrapper, a policy subclass, a ``train()`` written here in a model
-subclass, or an overridden TRPO method. No library code is copied or edited. Every defect
-reproduces a bug class of ``BUGS.md`` (the project's shared catalogue of real defects); the
-public report it reproduces is given where there is one.
+subclass, or an overridden TRPO method. No library code is copied or edited. Every entry names
+its defect in the registry :mod:`pgtheory.oracles.defects` (class, description and public
+reports come from there).
 
 Run ``python -m pgtheory.lab.sb3_bugs`` (``--quick``, ``--only NAME``) to audit every entry and
 print whether each bug was flagged, by which check, and that the controls pass; exit status 1 when a
@@ -212,14 +212,37 @@ def _trpo_hvp(defect: str) -> Callable:
 # ------------------------------------------------------------------------------ catalogue
 @dataclasses.dataclass(frozen=True)
 class SeededBug:
-    """One seeded defect: its factory, BUGS.md class, description, report, expected checks."""
+    """One seeded defect: its factory, registry key, expected checks.
+
+    ``defect`` is its key in :data:`pgtheory.oracles.defects.DEFECTS`, which gives
+    :attr:`bug_class`, :attr:`description` and :attr:`reported`; ``detail`` says how this entry
+    realizes it where the registry's line does not.
+    """
 
     name: str
-    bug_class: str
-    description: str
-    reported: str
+    defect: str
     factory: Callable
     caught_by: tuple[str, ...]
+    detail: str = ""
+
+    @property
+    def record(self):
+        """The registry entry (:class:`pgtheory.oracles.defects.Defect`)."""
+        from pgtheory.oracles.defects import DEFECTS
+
+        return DEFECTS[self.defect]
+
+    @property
+    def bug_class(self) -> str:
+        return self.record.defect_class
+
+    @property
+    def description(self) -> str:
+        return self.record.description + (f" ({self.detail})" if self.detail else "")
+
+    @property
+    def reported(self) -> str:
+        return self.record.reports
 
     @property
     def injection(self) -> str:
@@ -227,8 +250,8 @@ class SeededBug:
         return _INJECTION.get(self.name, "rollout-buffer subclass")
 
 
-def _bug(name, bug_class, description, reported, factory, *caught_by) -> SeededBug:
-    return SeededBug(name, bug_class, description, reported, factory, tuple(caught_by))
+def _bug(name, defect, factory, *caught_by, detail: str = "") -> SeededBug:
+    return SeededBug(name, defect, factory, tuple(caught_by), detail)
 
 
 _INJECTION = {
@@ -246,73 +269,54 @@ _INJECTION = {
 LINEAR = {"policy_kwargs": {"net_arch": []}}
 
 BUGS: dict[str, SeededBug] = {b.name: b for b in [
-    _bug("gae_mask_current_done", "done indexing",
-         "GAE masks with the current step's episode start instead of the next step's",
-         "Stable-Baselines3 #105 (PR #110)", _with_buffer("PPO", "mask_current_done"),
+    _bug("gae_mask_current_done", "done_flags_shifted", _with_buffer("PPO", "mask_current_done"),
          "given_the_batch.advantages"),
-    _bug("gae_last_value_zero", "done indexing",
-         "the bootstrap at the buffer end uses 0 instead of V(s_T)",
-         "Stable-Baselines3 #183 (PR #185)", _with_buffer("PPO", "last_value_zero"),
+    _bug("gae_last_value_zero", "no_bootstrap_at_buffer_end",
+         _with_buffer("PPO", "last_value_zero"), "given_the_batch.advantages"),
+    _bug("rewards_shifted", "rewards_shifted", _with_buffer("PPO", "rewards_shifted"),
+         "given_the_batch.advantages", detail="the buffer stores the previous step's reward"),
+    _bug("gae_gamma_lambda_swapped", "gae_gamma_lambda_swapped",
+         _with_buffer("PPO", "gamma_lambda_swapped"), "given_the_batch.advantages"),
+    _bug("gae_no_gamma_in_td", "gae_no_gamma_in_td", _with_buffer("PPO", "no_gamma_in_td"),
          "given_the_batch.advantages"),
-    _bug("rewards_shifted", "done indexing", "the buffer stores the previous step's reward",
-         "Spinning Up #50", _with_buffer("PPO", "rewards_shifted"),
+    _bug("gae_lambda_power", "gae_lambda_power", _with_buffer("PPO", "lambda_power"),
          "given_the_batch.advantages"),
-    _bug("gae_gamma_lambda_swapped", "GAE algebra", "gamma and lambda swapped in GAE",
-         "course code (BUGS.md)", _with_buffer("PPO", "gamma_lambda_swapped"),
-         "given_the_batch.advantages"),
-    _bug("gae_no_gamma_in_td", "GAE algebra", "the TD error bootstraps without gamma",
-         "course code (BUGS.md)", _with_buffer("PPO", "no_gamma_in_td"),
-         "given_the_batch.advantages"),
-    _bug("gae_lambda_power", "GAE algebra", "the GAE trace decays by lambda^l, not "
-         "(gamma lambda)^l", "course code (BUGS.md)", _with_buffer("PPO", "lambda_power"),
-         "given_the_batch.advantages"),
-    _bug("value_target_advantage", "value loss", "the critic regresses on the advantage "
-         "instead of the return", "course code (BUGS.md)",
+    _bug("value_target_advantage", "critic_regressed_to_advantage",
          _with_buffer("PPO", "value_target_advantage"), "given_the_batch.returns"),
-    _bug("a2c_gae_mask_current_done", "done indexing",
-         "A2C with the current-step GAE mask (lambda = 1: n-step returns)",
-         "Stable-Baselines3 #105 (PR #110)", _with_buffer("A2C", "mask_current_done"),
-         "given_the_batch.advantages"),
-    _bug("truncation_as_termination", "truncation",
-         "an env wrapper reports time-limit truncation as termination: no bootstrap",
-         "Stable-Baselines3 #633 (PR #658); CleanRL #198",
+    _bug("a2c_gae_mask_current_done", "done_flags_shifted",
+         _with_buffer("A2C", "mask_current_done"), "given_the_batch.advantages",
+         detail="A2C, lambda = 1: n-step returns"),
+    _bug("truncation_as_termination", "truncation_as_termination",
          lambda env: _sb3().PPO("MlpPolicy", _truncation_as_termination(env), **_sizes("PPO")),
-         "given_the_batch.advantages"),
-    _bug("bootstrap_from_reset_obs", "truncation",
-         "a VecEnv wrapper passes the next episode's first observation as the final one, so "
-         "truncation bootstraps from the wrong state", "ml-agents PR #574; rsl_rl #20",
+         "given_the_batch.advantages",
+         detail="an env wrapper reports time-limit truncation as termination"),
+    _bug("bootstrap_from_reset_obs", "bootstrap_from_reset_obs",
          lambda env: _sb3().PPO("MlpPolicy", _bootstrap_from_reset_obs(_vec(env)),
                                 **_sizes("PPO")),
-         "given_the_batch.advantages"),
-    _bug("entropy_sign", "entropy", "the policy reports -H, so the entropy bonus lowers "
-         "entropy (ent_coef = 0.01)", "Stable-Baselines3 #127",
+         "given_the_batch.advantages",
+         detail="a VecEnv wrapper passes the next episode's first observation as the final one"),
+    _bug("entropy_sign", "entropy_wrong_sign",
          lambda env: _sb3().PPO(_negated_entropy_policy(), env, ent_coef=0.01,
                                 **_sizes("PPO")),
+         "given_the_batch.policy_gradient", detail="the policy reports -H; ent_coef = 0.01"),
+    _bug("ppo_min_max_swapped", "ppo_min_max_swapped",
+         _own_train("min_max_swapped", learning_rate=3e-3), "given_the_batch.policy_gradient",
+         detail="learning rate 3e-3, so that the ratio leaves the clip range: with the default "
+                "3e-4 it stays inside and the defect is equivalent"),
+    _bug("ppo_ratio_inverted", "ppo_ratio_inverted", _own_train("ratio_inverted"),
          "given_the_batch.policy_gradient"),
-    _bug("ppo_min_max_swapped", "ratio / clipping", "max instead of min in the clipped "
-         "surrogate (learning rate 3e-3, so that the ratio leaves the clip range: with the "
-         "default 3e-4 it stays inside and the defect is equivalent)", "course code (BUGS.md)",
-         _own_train("min_max_swapped", learning_rate=3e-3),
+    _bug("ppo_clip_on_advantage", "ppo_clip_on_advantage", _own_train("clip_on_advantage"),
          "given_the_batch.policy_gradient"),
-    _bug("ppo_ratio_inverted", "ratio / clipping", "ratio pi_old / pi_new", "course code "
-         "(BUGS.md)", _own_train("ratio_inverted"), "given_the_batch.policy_gradient"),
-    _bug("ppo_clip_on_advantage", "ratio / clipping", "the clip applied to the advantage "
-         "instead of the ratio", "course code (BUGS.md)", _own_train("clip_on_advantage"),
-         "given_the_batch.policy_gradient"),
-    _bug("ppo_old_logprob_recomputed", "ratio / clipping", "the old log-probability is "
-         "recomputed with the current parameters: the ratio is always 1, clipping never acts",
-         "tf-agents #352 (value variant)", _own_train("old_logprob_recomputed"),
-         "given_the_batch.policy_gradient"),
-    _bug("ppo_normalize_minibatch_of_one", "advantage normalization",
-         "advantages normalized over a minibatch of one sample give NaN (129 = 2 x 64 + 1 steps)",
-         "Stable-Baselines3 #325 (PR #1028)", _own_train("nan_norm", n_steps=129),
-         "given_the_batch.policy_gradient"),
-    _bug("trpo_direction_gradient", "TRPO", "the Fisher-vector product returns v: the step "
-         "follows g, not F^-1 g", "course code (BUGS.md)", _trpo_hvp("identity"),
-         "given_the_batch.trpo_step"),
-    _bug("trpo_fisher_doubled", "TRPO", "the Fisher-vector product is doubled: the full step "
-         "is sqrt(delta / x^T F x) x, the factor 2 missing", "course code (BUGS.md)",
-         _trpo_hvp("fisher_doubled"), "given_the_batch.trpo_step"),
+    _bug("ppo_old_logprob_recomputed", "old_logprob_recomputed",
+         _own_train("old_logprob_recomputed"), "given_the_batch.policy_gradient"),
+    _bug("ppo_normalize_minibatch_of_one", "normalize_single_sample_nan",
+         _own_train("nan_norm", n_steps=129), "given_the_batch.policy_gradient",
+         detail="129 = 2 x 64 + 1 steps"),
+    _bug("trpo_direction_gradient", "cg_skipped", _trpo_hvp("identity"),
+         "given_the_batch.trpo_step", detail="the Fisher-vector product returns v"),
+    _bug("trpo_fisher_doubled", "trpo_no_factor_two", _trpo_hvp("fisher_doubled"),
+         "given_the_batch.trpo_step",
+         detail="the Fisher-vector product is doubled, so the full step shrinks by sqrt(2)"),
 ]}
 
 

@@ -23,9 +23,13 @@ run on any environment (MuJoCo included). Deterministic: tolerances absorb float
   ``beta c^j`` with ``beta = sqrt(2 delta / x^T (F + lambda I) x)``, the batch KL of the
   accepted step against delta, and the surrogate improvement.
 
+Every expected value is computed by :mod:`pgtheory.references` (losses through their exact
+derivative in the log-probabilities or values, chained through the agent's network by autograd);
+failure messages name the registry entry of :mod:`pgtheory.oracles.defects` that reproduces
+the recorded quantity (``[catalogue: NAME]``).
+
 References: Schulman et al. (2015), arXiv:1502.05477v5, Sec. 6 and App. C; Schulman et al.
-(2016), arXiv:1506.02438v6, Eq. (16); Schulman et al. (2017), arXiv:1707.06347v2, Eqs. (7), (9);
-shared/BUGS.md for the defect classes named in failure messages.
+(2016), arXiv:1506.02438v6, Eq. (16); Schulman et al. (2017), arXiv:1707.06347v2, Eqs. (7), (9).
 """
 
 from __future__ import annotations
@@ -35,12 +39,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from pgtheory.oracles.components import GAE_VARIANTS
-from pgtheory.oracles.components import _cg_reference as _reference_cg  # also the CG check's
+from pgtheory.oracles.defects import DEFECTS, tried_by
 from pgtheory.oracles.protocol import Iteration, Update, parameters_set
 from pgtheory.oracles.results import CheckResult
 
-import pgtheory as pg
+from pgtheory import references as ref
 
 __all__ = ["ADVANTAGE_NORMALIZATIONS", "VALUE_LOSS_VARIANTS", "batch_fisher",
            "canonical_actor_gradient", "check_batch_advantages", "check_batch_returns",
@@ -185,10 +188,9 @@ def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
         inputs = dict(rewards=np.asarray(r.rewards, float), values=v, next_values=nv,
                       terminated=np.asarray(r.terminated, bool),
                       truncated=np.asarray(r.truncated, bool), gamma=gamma, lam=gae_lambda)
-        want = pg.gae(inputs["rewards"], v, inputs["terminated"], inputs["truncated"], gamma,
-                      gae_lambda, next_values=nv)
+        want = ref.gae(**inputs)
         term = inputs["terminated"]
-        scale = pg.gae(np.abs(inputs["rewards"]) + np.abs(v)
+        scale = ref.gae(np.abs(inputs["rewards"]) + np.abs(v)
                        + gamma * np.where(term, 0.0, np.abs(nv)), np.zeros_like(v), term,
                        inputs["truncated"], gamma, gae_lambda, next_values=np.zeros_like(v))
         allowed = atol + FLOAT32_GAE_ROUNDING * scale
@@ -200,20 +202,11 @@ def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
         checked += got.size
         if close(got, want):
             continue
-        # the observation after an episode end in the buffer is the reset one
-        reset_next = np.concatenate([v[1:], nv[-1:]], axis=0)
-        ended = inputs["terminated"] | inputs["truncated"]
-        variants = [*GAE_VARIANTS, (
-            "bootstrap from the reset observation instead of the final observation at episode "
-            "ends (BUGS.md: truncation; gymnasium autoreset)",
-            lambda ended=ended, reset_next=reset_next, **kw: pg.gae(
-                kw["rewards"], kw["values"], kw["terminated"], kw["truncated"], kw["gamma"],
-                kw["lam"], next_values=np.where(ended, reset_next, kw["next_values"])))]
         why = "no known defect reproduces them"
-        for label, fn in variants:
+        for d in tried_by(name, "gae"):
             try:
-                if close(got, fn(**inputs)):
-                    why = f"reproduced by: {label}"
+                if close(got, d.applied_to(ref.gae)(**inputs)):
+                    why = f"reproduced by: {d.label}"
                     break
             except Exception:  # a variant that does not apply to these inputs
                 continue
@@ -259,7 +252,7 @@ def check_batch_returns(iterations: list[Iteration], *, rtol: float = 1e-4,
         got = np.asarray(r.returns, float)
         if not _finite(got) or not np.allclose(got, want, rtol=rtol, atol=atol):
             norm = (r.advantages - r.advantages.mean()) / (r.advantages.std() + 1e-8) + r.values
-            why = ("reproduced by: targets built from normalized advantages"
+            why = (f"reproduced by: {DEFECTS['value_targets_normalized'].label}"
                    if np.allclose(got, norm, rtol=rtol, atol=atol) else
                    "the targets are not advantages + values")
             i = np.unravel_index(np.nanargmax(np.abs(got - want)), got.shape)
@@ -358,34 +351,38 @@ def _describe_normalizations(keys) -> str:
     return " or ".join(parts)
 
 
+def _as_grad_weights(g: np.ndarray, like):
+    torch = _torch()
+    return torch.as_tensor(g, dtype=like.dtype, device=like.device)
+
+
 def _policy_loss(algorithm: str, logp, logp_old, adv, clip_range: float | None, *,
                  defect: str = ""):
-    torch = _torch()
+    """A torch scalar whose gradient in ``logp`` (hence, by autograd, in the parameters) is
+    the gradient of the reference policy loss (:func:`pgtheory.references.clipped_surrogate_loss`
+    or :func:`pgtheory.references.policy_gradient_loss`), or of the registry defect
+    ``defect`` of it: ``sum_i logp_i * dL/dlogp_i`` with the weights detached."""
     if algorithm in ("a2c", "reinforce") or clip_range is None:
-        loss = -(adv * logp).mean()
-        return -loss if defect == "sign" else loss
-    ratio = torch.exp(logp_old - logp) if defect == "inverted" else torch.exp(logp - logp_old)
-    if defect == "detached":
-        ratio = ratio.detach()
-    lo, hi = 1 - clip_range, 1 + clip_range
-    clipped = ratio * torch.clamp(adv, lo, hi) if defect == "clip_adv" else \
-        torch.clamp(ratio, lo, hi) * adv
-    if defect == "no_clip":
-        clipped = ratio * adv
-    pick = torch.maximum if defect == "max" else torch.minimum
-    loss = -pick(ratio * adv, clipped).mean()
-    return -loss if defect == "sign" else loss
+        reference, kw = ref.policy_gradient_loss_gradient, {}
+        family = "policy_gradient_loss"
+    else:
+        reference, family = ref.clipped_surrogate_loss_gradient, "clipped_surrogate_loss"
+        kw = dict(old_log_probs=_np(logp_old), clip_range=float(clip_range))
+    d = DEFECTS[defect] if defect else None
+    if d is not None and family in d.references:
+        reference = d.applied_to(reference)
+    g = reference(log_probs=_np(logp), advantages=_np(adv), **kw)
+    return (logp * _as_grad_weights(g, logp)).sum()
 
 
-POLICY_DEFECTS = {
-    "max": "min and max swapped in the clipped objective (BUGS.md: ratio / clipping)",
-    "inverted": "ratio inverted, pi_old / pi (BUGS.md: ratio / clipping)",
-    "clip_adv": "clip applied to the advantage (BUGS.md: ratio / clipping)",
-    "no_clip": "clipping never acts (BUGS.md: ratio / clipping)",
-    "sign": "policy loss sign flipped: the objective is minimized",
-    "entropy_sign": "entropy bonus sign flipped: entropy is penalized (BUGS.md: entropy sign)",
-    "no_entropy": "entropy bonus missing although ent_coef > 0",
-}
+#: Registry defects :func:`canonical_actor_gradient` can replay (key -> diagnosis label): the
+#: policy-loss defects of :mod:`pgtheory.oracles.defects` that this check exposes, and the two
+#: entropy-bonus defects, replayed with the implementation's own entropy.
+POLICY_DEFECTS: dict[str, str] = {
+    d.name: d.label for d in DEFECTS.values()
+    if LAYER + ".policy_gradient" in d.checks
+    and (set(d.references) & {"clipped_surrogate_loss", "policy_gradient_loss"}
+         or d.name in ("entropy_wrong_sign", "entropy_bonus_missing"))}
 
 
 def _flat(named: dict, names: list[str]) -> np.ndarray:
@@ -426,7 +423,8 @@ def canonical_actor_gradient(agent, names: list[str], obs, act, logp_old, adv, a
         given (for a whole-batch normalization, normalize the batch and pass the minibatch's
         share with ``"none"``).
     defect : str
-        A key of :data:`POLICY_DEFECTS` to compute a known defective loss instead.
+        A key of :data:`POLICY_DEFECTS` (a registry name) to compute a known defective loss
+        instead.
 
     Returns
     -------
@@ -450,9 +448,9 @@ def canonical_actor_gradient(agent, names: list[str], obs, act, logp_old, adv, a
     loss = _policy_loss(algorithm, dist.log_prob(act), logp_old, a, hp.get("clip_range"),
                         defect=defect)
     ent_coef = float(hp.get("ent_coef", 0.0) or 0.0)
-    if defect == "entropy_sign":
+    if defect == "entropy_wrong_sign":
         loss = loss + ent_coef * dist.entropy().mean()
-    elif defect != "no_entropy":
+    elif defect != "entropy_bonus_missing":
         loss = loss - ent_coef * dist.entropy().mean()
     grads = torch.autograd.grad(loss, [named[n] for n in names], allow_unused=True)
     return np.concatenate([_np(g).ravel() if g is not None else np.zeros(named[n].numel())
@@ -466,7 +464,7 @@ def _reproducing_defect(agent, names, args, advs, got, hp, rtol) -> str:
     algorithm = args[-1]
     found = []  # every defect that reproduces it (at ratio 1 some coincide)
     for defect, label in POLICY_DEFECTS.items():
-        if defect in ("entropy_sign", "no_entropy") and not hp.get("ent_coef"):
+        if defect in ("entropy_wrong_sign", "entropy_bonus_missing") and not hp.get("ent_coef"):
             continue
         for a in advs:
             alt = canonical_actor_gradient(agent, names, *args[:3], a, algorithm, hp,
@@ -594,7 +592,8 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                     if _scaled_match(got, alt, rtol)[0]:
                         why = ("reproduced by: the gamma^t weighting "
                                + ("declared but not applied" if weighting else
-                                  "applied although not declared (gamma_t_weighting)"))
+                                  "applied although not declared (gamma_t_weighting)")
+                               + " [catalogue: gamma_t_weighting_mismatch]")
                     return CheckResult(
                         name, LAYER, "fail", "gradient of the canonical loss",
                         f"relative residual {resid_of[how]:.3g}",
@@ -646,28 +645,21 @@ VALUE_LOSS_VARIANTS: dict[str, str] = {
            "with clip_vloss)",
 }
 
-#: Value-loss defects named when they reproduce a failing critic gradient.
-VALUE_DEFECTS = {
-    "advantage_targets": "the advantages used as value targets",
-    "sign": "value loss sign flipped",
-    "min": "min instead of max in the clipped value loss: the pessimistic bound is lost",
-    "detached": "clipped value branch built so that its gradient vanishes (BUGS.md: value "
-                "loss; RLlib #19291)",
-}
-
-
-def _value_loss(kind: str, v, target, v_old, clip, *, defect: str = ""):
-    """Per-sample value loss of ``VALUE_LOSS_VARIANTS[kind]`` (or a ``VALUE_DEFECTS`` form)."""
-    torch = _torch()
-    sq = (v - target) ** 2
-    if kind == "squared":
-        return -sq if defect == "sign" else sq
-    delta = torch.clamp(v - v_old, -clip, clip)
-    v_clip = v_old + (delta.detach() if defect == "detached" else delta)
-    cl = (v_clip - target) ** 2
-    out = cl if kind == "clipped_prediction" else (
-        torch.minimum(sq, cl) if defect == "min" else torch.maximum(sq, cl))
-    return -out if defect == "sign" else out
+def _value_loss(kind: str, v, target, v_old, clip, *, defect: str = "", advantages=None):
+    """Per-sample torch terms whose mean has, in ``v``, the gradient of the reference value
+    loss :func:`pgtheory.references.value_loss` of form ``kind`` (a key of
+    :data:`VALUE_LOSS_VARIANTS`), or of its registry defect ``defect``:
+    ``v_i * B dL/dv_i`` with the weights detached."""
+    reference, extra = ref.value_loss_gradient, {}
+    if defect:
+        d = DEFECTS[defect]
+        reference = d.applied_to(reference)
+        if "advantages" in d.inputs:
+            extra["advantages"] = _np(advantages).ravel()
+    g = reference(values=_np(v).ravel(), values_old=None if v_old is None else
+                  _np(v_old).ravel(), returns=_np(target).ravel(),
+                  clip_range=None if clip is None else float(clip), form=kind, **extra)
+    return v * _as_grad_weights(g.reshape(tuple(v.shape)) * g.size, v)
 
 
 def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
@@ -690,8 +682,9 @@ def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
 
     Declaring ``clip_range_vf`` while the gradient matches only the unclipped loss fails (the
     declared clipping is not applied). Not accepted and named when they reproduce the gradient
-    (:data:`VALUE_DEFECTS`): advantages as targets, the sign flipped, min instead of max, the
-    clipped branch without gradient.
+    (the registry entries of :mod:`pgtheory.oracles.defects` whose ``checks`` name this check):
+    advantages as targets, the sign flipped, min instead of max, the clipped branch without
+    gradient.
 
     Returns
     -------
@@ -740,12 +733,13 @@ def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
             idx = torch.as_tensor(up.indices)
             v_old = v_old_all[idx] if v_old_all is not None else None
 
-            def grad_of(target, kind, defect="", idx=idx, up=up, names=names, obs_all=obs_all,
-                        v_old=v_old):
+            def grad_of(target, kind, defect="", advantages=None, idx=idx, up=up, names=names,
+                        obs_all=obs_all, v_old=v_old):
                 with parameters_set(agent, up.parameters_before):
                     named = agent.named_parameters()
                     v = agent.value(obs_all[idx])
-                    loss = _value_loss(kind, v, target, v_old, clip, defect=defect).mean()
+                    loss = _value_loss(kind, v, target, v_old, clip, defect=defect,
+                                       advantages=advantages).mean()
                     g = torch.autograd.grad(loss, [named[n] for n in names], allow_unused=True)
                 return np.concatenate([_np(x).ravel() if x is not None
                                        else np.zeros(named[n].numel())
@@ -774,14 +768,14 @@ def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
             if not hits:
                 why = "no known defect reproduces it"
                 adv = torch.as_tensor(r.flat("advantages"))[idx]
-                tries = [("advantage_targets", kind, "") for kind in kinds]
-                tries += [("sign", kind, "sign") for kind in kinds]
-                if len(kinds) > 1:
-                    tries += [("min", "max", "min"), ("detached", "max", "detached")]
-                for label, kind, defect in tries:
-                    target = adv if label == "advantage_targets" else ret
-                    if _scaled_match(got, grad_of(target, kind, defect), rtol)[0]:
-                        why = f"reproduced by: {VALUE_DEFECTS[label]}"
+                for d in tried_by(name, "value_loss"):
+                    clipped_only = bool(d.switches) and set(d.switches) <= {
+                        "combine", "clip_bounds", "clipped_branch_gradient"}
+                    if clipped_only and len(kinds) == 1:
+                        continue
+                    if any(_scaled_match(got, grad_of(ret, kind, d.name, adv), rtol)[0]
+                           for kind in (["max"] if clipped_only else kinds)):
+                        why = f"reproduced by: {d.label}"
                         break
                 best = min(resid, key=resid.get)
                 return CheckResult(name, LAYER, "fail", "gradient of the value loss",
@@ -879,8 +873,12 @@ def closed_form_kl(family: str, p: tuple, q: tuple, *, defect: str = ""):
     ``torch.distributions.kl_divergence``, which dispatches to whatever KL the implementation
     registered for its distribution classes.
 
-    ``defect="no_square"`` computes the defective Gaussian KL with ``s1 / s2`` where its
-    square belongs (only to name that defect in a failure).
+    A torch mirror of :func:`pgtheory.references.categorical_kl` and
+    :func:`pgtheory.references.gaussian_kl` (autograd builds the Fisher from it, so it cannot be
+    the numpy reference; ``tests/test_references.py`` holds the two equal). ``defect`` is a
+    registry name: ``"gaussian_kl_no_square"`` applies that entry's switches
+    (``square_std_ratio=False``: ``s1 / s2`` where its square belongs), only to name that
+    defect in a failure.
 
     Returns
     -------
@@ -891,7 +889,8 @@ def closed_form_kl(family: str, p: tuple, q: tuple, *, defect: str = ""):
         (lp,), (lq,) = p, q
         return (lp.exp() * (lp - lq)).sum(-1)
     (m1, s1), (m2, s2) = p, q
-    var_ratio = s1 / s2 if defect == "no_square" else s1**2 / s2**2
+    switches = dict(DEFECTS[defect].switches) if defect else {}
+    var_ratio = s1**2 / s2**2 if switches.get("square_std_ratio", True) else s1 / s2
     per = torch.log(s2) - torch.log(s1) + 0.5 * (var_ratio + (m1 - m2) ** 2 / s2**2) - 0.5
     return per.reshape(per.shape[0], -1).sum(-1)
 
@@ -945,8 +944,9 @@ def batch_fisher(agent, params: dict, names: list[str], obs, act, logp_old,
         Build ``F`` as a matrix (d double-backward passes), or return the Fisher-vector product
         ``v -> F v`` (one double-backward pass per call; for large actors).
     kl_defect : str
-        ``"no_square"``: build everything from the defective Gaussian KL instead (to name that
-        defect in a failure; ``kl_at.source`` is then "" for a non-Gaussian policy).
+        A registry name, ``"gaussian_kl_no_square"``: build everything from the defective
+        Gaussian KL instead (to name that defect in a failure; ``kl_at.source`` is then "" for a
+        non-Gaussian policy).
 
     Returns
     -------
@@ -1035,33 +1035,21 @@ def cg_replay(matvec: Callable, b: np.ndarray, n_iters: int, *, x0: np.ndarray |
     """Conjugate gradient as sb3-contrib writes it: from ``x0``, at most ``n_iters`` iterations,
     stopping once the squared residual is below the absolute ``residual_tol``.
 
-    With ``x0 = 0``, ``residual_tol = 0`` and float64 this is the textbook CG (Nocedal & Wright
-    2006, Alg. 5.2). ``dtype=np.float32`` rounds every vector operation as a float32 torch
-    implementation does (``matvec``'s output is rounded too). Shapes: ``b`` (d,), returns (d,)
-    float64.
+    :func:`pgtheory.references.conjugate_gradient` with that stopping rule; with ``x0 = 0``,
+    ``residual_tol = 0`` and float64 this is the textbook CG (Nocedal & Wright 2006, Alg.
+    5.2). ``dtype=np.float32`` rounds every vector operation as a float32 torch implementation
+    does (``matvec``'s output is rounded too). Shapes: ``b`` (d,), returns (d,) float64.
     """
-    def mv(v):
-        return np.asarray(matvec(v.astype(np.float64)), dtype=dtype)
+    return ref.conjugate_gradient(matvec, b, n_iters, x0=x0, residual_tol=residual_tol,
+                                  dtype=dtype).x
 
-    b = np.asarray(b, dtype=dtype)
-    x = np.zeros_like(b) if x0 is None else np.asarray(x0, dtype=dtype)
-    r = b - mv(x)
-    rr = r @ r
-    if rr < residual_tol or rr == 0.0:
-        return x.astype(np.float64)
-    p = r.copy()
-    for i in range(n_iters):
-        Ap = mv(p)
-        alpha = rr / (p @ Ap)
-        x = x + alpha * p
-        if i == n_iters - 1:
-            break
-        r = r - alpha * Ap
-        rr_new = r @ r
-        if rr_new < residual_tol or rr_new == 0.0:
-            break
-        p, rr = r + (rr_new / rr) * p, rr_new
-    return x.astype(np.float64)
+
+def _reference_cg(matvec: Callable, b: np.ndarray, n_iters: int) -> np.ndarray:
+    """The float64 CG iterate from 0 that the TRPO check replays when the target declares
+    ``cg_iters`` and no absolute residual rule: :func:`pgtheory.references.conjugate_gradient`
+    stopping once the squared residual is 1e-24 of the initial one (the rule of
+    :func:`pgtheory.oracles.components.check_conjugate_gradient`)."""
+    return ref.conjugate_gradient(matvec, b, n_iters, relative_tol=1e-24).x
 
 
 def cg_start_tolerance(matvec: Callable, b: np.ndarray, n_iters: int, x: np.ndarray, *,
@@ -1115,8 +1103,8 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
       (no move) is wrong when the full step was acceptable. Both KL directions are accepted:
       TRPO constrains ``KL(pi_old || pi_new)``, sb3-contrib's line search tests
       ``KL(pi_new || pi_old)``; the two share the quadratic model ``1/2 d^T F d`` and differ only
-      at third order (BUGS.md lists the reversal as a defect class, but it cannot be told
-      apart at one step, so it is not asserted here).
+      at third order (the catalogue lists the reversal, ``kl_direction_reversed``, but it
+      cannot be told apart at one step, so it is not asserted here).
 
     Returns
     -------
@@ -1130,7 +1118,8 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
 
     References
     ----------
-    Schulman et al. (2015), arXiv:1502.05477v5, Sec. 6, App. C; BUGS.md (TRPO).
+    Schulman et al. (2015), arXiv:1502.05477v5, Sec. 6, App. C; the TRPO entries of
+    :mod:`pgtheory.oracles.defects`.
     """
     torch = _torch()
     name = "given_the_batch.trpo_step"
@@ -1200,8 +1189,8 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
                 return CheckResult(name, LAYER, "fail", "an accepted step", "no step",
                                    f"iteration {k}: no step was taken although the full step "
                                    f"(batch KL {kl_at(full):.3g} <= delta {delta}) improves "
-                                   f"the surrogate: the line search never accepts (BUGS.md: "
-                                   f"TRPO line search)")
+                                   f"the surrogate: "
+                                   f"{DEFECTS['line_search_never_accepts'].label}")
             rejected += 1
             continue
         cos = float(step @ x) / (np.linalg.norm(step) * np.linalg.norm(x))
@@ -1221,17 +1210,16 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
                 continue
         if cos < 1 - dir_tol:
             cos_g = float(step @ g) / (np.linalg.norm(step) * np.linalg.norm(g))
-            why = ("reproduced by: a step along the vanilla gradient g instead of F^-1 g "
-                   "(BUGS.md: TRPO direction)" if cos_g > 1 - direction_tol else
-                   "reproduced by: the step points against the natural gradient (sign)"
+            why = (f"reproduced by: {DEFECTS['cg_skipped'].label}" if cos_g > 1 - direction_tol
+                   else f"reproduced by: {DEFECTS['trpo_step_against_gradient'].label}"
                    if cos < -1 + direction_tol else "no known defect reproduces it")
             if why.startswith("no known") and "gaussian" in kl_source:
                 x_bad = natural_direction(batch_fisher(*fisher_args, explicit=explicit,
-                                                       kl_defect="no_square")[0])[0]
+                                                       kl_defect="gaussian_kl_no_square")[0])[0]
                 if float(step @ x_bad) >= (1 - direction_tol) * float(
                         np.linalg.norm(step) * np.linalg.norm(x_bad)):
-                    why = ("reproduced by: a Fisher built from a Gaussian KL with sigma1/sigma2 "
-                           "where its square belongs (BUGS.md: KL; pat-coady/trpo #25)")
+                    why = ("reproduced by: a Fisher built from the "
+                           f"{DEFECTS['gaussian_kl_no_square'].label}")
             return CheckResult(name, LAYER, "fail", "cos(step, F^-1 g) = 1", f"{cos:.6f}",
                                f"iteration {k}: the actor step is not along the batch's "
                                f"damped natural gradient (F + {lam} I)^-1 g; {why}",
@@ -1253,8 +1241,7 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
             j2 = math.log(c / (beta / math.sqrt(2))) / math.log(shrink)
             j2_self = j_self + 0.5 * math.log(2) / math.log(shrink)
             halved = any(abs(v - round(v)) <= length_tol and round(v) >= 0 for v in (j2, j2_self))
-            why = ("reproduced by: full step sqrt(delta / x^T F x) without the factor 2 (BUGS.md:"
-                   " TRPO step size)" if halved else
+            why = (f"reproduced by: {DEFECTS['trpo_no_factor_two'].label}" if halved else
                    "longer than the trust-region full step" if j < 0 else
                    "not a backtracking fraction of the full step")
             return CheckResult(name, LAYER, "fail", f"beta * {shrink}^j, beta = {beta:.4g}",
@@ -1274,8 +1261,7 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
         if kl1 > delta * (1 + 1e-3) + 1e-7:
             return CheckResult(name, LAYER, "fail", f"batch KL <= {delta}", f"{kl1:.4g}",
                                f"iteration {k}: the accepted step has batch KL {kl1:.4g} > "
-                               f"delta: the line search does not check the KL (BUGS.md: TRPO "
-                               f"line search)")
+                               f"delta: {DEFECTS['line_search_ignores_kl'].label}")
         if surr_at(theta1) < s0 - 1e-7:
             return CheckResult(name, LAYER, "fail", "surrogate improvement >= 0",
                                f"{surr_at(theta1) - s0:.3g}",

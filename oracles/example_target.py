@@ -65,7 +65,8 @@ class ExampleConfig:
 
 
 def gae(rewards, values, next_values, terminated, truncated, gamma, lam) -> np.ndarray:
-    """GAE on time-major arrays (reference for the example agent).
+    """GAE on time-major arrays: the example agent's own implementation (code under test,
+    written independently of :mod:`pgtheory.references`, which the oracles check it against).
 
     Parameters: ``rewards, values, next_values`` of shape (T, N) (reward units; ``next_values``
     are of the true next observations, the final one at episode ends), boolean ``terminated``

@@ -20,49 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from pgtheory import references
 from pgtheory._validation import (
     DEFAULT_ATOL,
     as_float_array,
-    check_gamma,
     check_positive_int,
     check_unit_interval,
 )
-from pgtheory.errors import InvalidArgumentError, InvalidRolloutError
+from pgtheory.errors import InvalidArgumentError
 from pgtheory.mdp import TabularMDP
 
 __all__ = ["discounted_returns", "expected_gae", "gae", "lambda_returns"]
-
-
-def _flags(x, name: str, shape) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.shape != shape:
-        raise InvalidRolloutError(f"{name}: expected shape {shape} (same as rewards), "
-                                  f"received {arr.shape}")
-    if arr.dtype == bool:
-        return arr
-    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isin(arr, (0, 1))):
-        raise InvalidRolloutError(f"{name}: expected booleans (or 0/1), received dtype "
-                                  f"{arr.dtype} with values {np.unique(arr)[:5]}")
-    return arr.astype(bool)
-
-
-def _rollout(rewards, terminated, truncated, next_values, values=None):
-    r = as_float_array(rewards, "rewards", ndim=(1, 2), error=InvalidRolloutError)
-    if r.shape[0] == 0:
-        raise InvalidRolloutError("rewards: expected at least one time step, received T = 0")
-    term = _flags(terminated, "terminated", r.shape)
-    trunc = _flags(truncated, "truncated", r.shape)
-    nv = as_float_array(next_values, "next_values", error=InvalidRolloutError)
-    if nv.shape != r.shape:
-        raise InvalidRolloutError(f"next_values: expected shape {r.shape} (same as rewards), "
-                                  f"received {nv.shape}")
-    v = None
-    if values is not None:
-        v = as_float_array(values, "values", error=InvalidRolloutError)
-        if v.shape != r.shape:
-            raise InvalidRolloutError(f"values: expected shape {r.shape} (same as rewards), "
-                                      f"received {v.shape}")
-    return r, term, trunc, nv, v
 
 
 def gae(rewards, values, terminated, truncated, gamma: float, lam: float, *,
@@ -71,7 +39,8 @@ def gae(rewards, values, terminated, truncated, gamma: float, lam: float, *,
 
     ``A_t = sum_l (gamma lam)^l delta_{t+l}`` up to the first episode end or the end of the
     buffer, with ``delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t)`` (see the
-    module docstring for the exact recursion and flag semantics).
+    module docstring for the exact recursion and flag semantics). The one implementation is
+    :func:`pgtheory.references.gae`; this is its public form without the defect switches.
 
     Parameters
     ----------
@@ -106,20 +75,8 @@ def gae(rewards, values, terminated, truncated, gamma: float, lam: float, *,
     Schulman, Moritz, Levine, Jordan & Abbeel (2016), "High-dimensional continuous control
     using generalized advantage estimation", ICLR, arXiv:1506.02438v6, Eqs. (11)-(16).
     """
-    g = check_gamma(gamma)
-    lm = check_unit_interval(lam, "lam")
-    r, term, trunc, nv, v = _rollout(rewards, terminated, truncated, next_values, values)
-    if v is None:
-        raise InvalidRolloutError("values: expected an array of V(s_t), received None")
-    live = 1.0 - term
-    cont = live * (1.0 - trunc)
-    delta = r + g * live * nv - v
-    adv = np.empty_like(r)
-    acc = np.zeros_like(r[0])
-    for t in range(r.shape[0] - 1, -1, -1):
-        acc = delta[t] + g * lm * cont[t] * acc
-        adv[t] = acc
-    return adv
+    return references.gae(rewards, values, terminated, truncated, gamma, lam,
+                          next_values=next_values)
 
 
 def discounted_returns(rewards, terminated, truncated, gamma: float, *,
@@ -128,7 +85,8 @@ def discounted_returns(rewards, terminated, truncated, gamma: float, *,
 
     ``G_t = r_t + gamma (1 - terminated_t) X_t`` with ``X_t = next_values_t`` where the episode
     was truncated at ``t`` or ``t = T - 1``, and ``X_t = G_{t+1}`` otherwise. Equals
-    ``gae(..., lam=1) + values`` for any ``values``.
+    ``gae(..., lam=1) + values`` for any ``values``. Implemented once, in
+    :func:`pgtheory.references.discounted_returns`.
 
     Parameters
     ----------
@@ -149,15 +107,8 @@ def discounted_returns(rewards, terminated, truncated, gamma: float, *,
     ----------
     Sutton & Barto (2018), Eq. (3.9) (return), Sec. 7.1 (bootstrapped n-step return).
     """
-    g = check_gamma(gamma)
-    r, term, trunc, nv, _ = _rollout(rewards, terminated, truncated, next_values)
-    out = np.empty_like(r)
-    nxt = nv[-1]
-    for t in range(r.shape[0] - 1, -1, -1):
-        tail = nv[t] if t == r.shape[0] - 1 else np.where(trunc[t], nv[t], nxt)
-        out[t] = r[t] + g * (1.0 - term[t]) * tail
-        nxt = out[t]
-    return out
+    return references.discounted_returns(rewards, terminated, truncated, gamma,
+                                         next_values=next_values)
 
 
 def lambda_returns(rewards, terminated, truncated, gamma: float, lam: float, *,
@@ -167,7 +118,7 @@ def lambda_returns(rewards, terminated, truncated, gamma: float, lam: float, *,
     ``G_t = r_t + gamma (1 - terminated_t) [(1 - lam) V(s_{t+1}) + lam G_{t+1}]``, with the
     bracket replaced by ``V(s_{t+1})`` where the trace is cut (truncation, end of buffer).
     Equals ``gae(...) + values`` on rollouts as collected (``next_values[t] == values[t + 1]``
-    inside episodes).
+    inside episodes). Implemented once, in :func:`pgtheory.references.lambda_returns`.
 
     Returns
     -------
@@ -183,20 +134,8 @@ def lambda_returns(rewards, terminated, truncated, gamma: float, lam: float, *,
     Sutton & Barto (2018), Eq. (12.3) and its recursive form; Schulman et al. (2016),
     arXiv:1506.02438v6, Sec. 3.
     """
-    g = check_gamma(gamma)
-    lm = check_unit_interval(lam, "lam")
-    r, term, trunc, nv, _ = _rollout(rewards, terminated, truncated, next_values)
-    out = np.empty_like(r)
-    nxt = nv[-1]
-    T = r.shape[0]
-    for t in range(T - 1, -1, -1):
-        if t == T - 1:
-            tail = nv[t]
-        else:
-            tail = np.where(trunc[t], nv[t], (1.0 - lm) * nv[t] + lm * nxt)
-        out[t] = r[t] + g * (1.0 - term[t]) * tail
-        nxt = out[t]
-    return out
+    return references.lambda_returns(rewards, terminated, truncated, gamma, lam,
+                                     next_values=next_values)
 
 
 def expected_gae(mdp: TabularMDP, pi, values, *, lam: float,

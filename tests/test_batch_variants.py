@@ -284,7 +284,7 @@ def test_declared_normalization_must_hold():
     # at the first minibatch (ratio 1) the inverted ratio's gradient is the sign flip's:
     # both are named
     (dict(policy_defect="sign"), "policy loss sign flipped"),
-    (dict(ent_sign=-1.0), "entropy bonus sign flipped"),
+    (dict(ent_sign=-1.0), "[catalogue: entropy_wrong_sign]"),
     (dict(policy_defect="max", whole_batch=True, normalization="numpy"), "min and max swapped"),
 ])
 def test_policy_defects_still_fail(kw, words):

@@ -177,13 +177,14 @@ DEFECTS = [
      lambda v, vo, R, c: 0.5 * torch.min((v - R) ** 2, (vo + torch.clamp(v - vo, -c, c)
                                                         - R) ** 2).mean(), "min instead of max"),
     ("categorical_entropy", oc.check_categorical_entropy,
-     lambda logits: -torch.distributions.Categorical(logits=logits).entropy(), "sign flipped"),
+     lambda logits: -torch.distributions.Categorical(logits=logits).entropy(),
+     "[catalogue: entropy_wrong_sign]"),
     ("categorical_kl", oc.check_categorical_kl,
      lambda logits_p, logits_q: torch.distributions.kl_divergence(
          torch.distributions.Categorical(logits=logits_q),
          torch.distributions.Categorical(logits=logits_p)), "direction reversed"),
     ("kl_k3", lambda f: oc.check_kl_estimator(f, "k3"), lambda logp, logq: logq - logp,
-     "k1 used where k3 was meant"),
+     "[catalogue: kl_k1_for_k3]"),
     ("gaussian_log_prob", oc.check_gaussian_log_prob,
      lambda actions, mean, log_std: torch.distributions.Normal(mean, log_std.exp())
      .log_prob(actions).mean(-1), "averaged instead of summed"),
@@ -192,11 +193,11 @@ DEFECTS = [
      .log_prob(actions).sum(-1), "log-std treated as log-variance"),
     ("gaussian_entropy", oc.check_gaussian_entropy,
      lambda log_std: torch.distributions.Normal(torch.zeros_like(log_std), log_std.exp())
-     .entropy().mean(-1), "not summed over action dimensions"),
+     .entropy().mean(-1), "[catalogue: gaussian_entropy_not_summed]"),
     ("gaussian_kl", oc.check_gaussian_kl,
      lambda m1, s1, m2, s2: (s2 - s1 + 0.5 * ((s1 - s2).exp() + ((m1 - m2) / s2.exp()) ** 2)
-                             - 0.5).sum(-1), "square missing on the std ratio"),
-    ("conjugate_gradient", oc.check_conjugate_gradient, cg_returns_b, "returns b"),
+                             - 0.5).sum(-1), "[catalogue: gaussian_kl_no_square]"),
+    ("conjugate_gradient", oc.check_conjugate_gradient, cg_returns_b, "[catalogue: cg_skipped]"),
     ("line_search", oc.check_backtracking_line_search, line_search_no_kl,
      "accepts without checking the KL"),
     ("line_search", oc.check_backtracking_line_search,

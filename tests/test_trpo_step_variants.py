@@ -116,7 +116,7 @@ def test_the_natural_policy_gradient_is_not_held_to_the_kl_bound():
     # the same steps judged as TRPO's (a line search declared): at least one exceeds delta
     as_trpo = {**npg.hyperparameters, "line_search": True}
     res = batch.check_trpo_steps(agent, its, hp=as_trpo)
-    assert res.verdict == "fail" and "does not check the KL" in res.explanation, res
+    assert res.verdict == "fail" and "line_search_ignores_kl" in res.explanation, res
     # an NPG step shortened as one backtrack would is not the declared full step
     c = npg.hyperparameters["line_search_shrinking_factor"]
     half = [dataclasses.replace(it, parameters_after={
