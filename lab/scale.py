@@ -146,8 +146,11 @@ def gaussian_kl(m1, s1, m2, s2) -> np.ndarray:
     References
     ----------
     Kullback & Leibler (1951); e.g. Schulman et al. (2015), arXiv:1502.05477v5, App. C.
+    Computed by :func:`pgtheory.references.gaussian_kl` (the one implementation).
     """
-    return np.sum(np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5, axis=-1)
+    from pgtheory.references import gaussian_kl as reference_gaussian_kl
+
+    return reference_gaussian_kl(m1, np.log(s1), m2, np.log(s2))
 
 
 def batch_kl(agent, before: dict, after: dict, obs: np.ndarray) -> tuple[float, float]:
