@@ -345,3 +345,12 @@ def test_calls_are_no_ops_outside_an_audit():
     recording.record_minibatch(None)
     recording.end_iteration()
     assert not recording.active()
+
+
+def test_the_docs_show_the_examples_recording_lines():
+    # docs/recording.md highlights the added lines; they must still be the example's
+    page = (EXAMPLE.parents[1] / "docs" / "recording.md").read_text()
+    shown = {ln.strip() for ln in page.splitlines() if ln.rstrip().endswith("# pgtheory")}
+    marked = {ln.strip() for ln in EXAMPLE.read_text().splitlines()
+              if ln.rstrip().endswith("# pgtheory")}
+    assert shown == marked
