@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pgtheory.oracles.defects import tried_by
 from pgtheory.oracles.results import CheckResult
-from pgtheory.oracles.strategies import simulate_rollout
+from pgtheory.oracles.rollouts import simulate_rollout
 
 import pgtheory as pg
 from pgtheory import references as ref

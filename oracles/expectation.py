@@ -43,7 +43,7 @@ import dataclasses
 
 import numpy as np
 from pgtheory.oracles.results import CheckResult
-from pgtheory.oracles.strategies import RolloutBatch
+from pgtheory.oracles.rollouts import RolloutBatch
 from scipy import stats
 
 import pgtheory as pg
