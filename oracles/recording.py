@@ -533,6 +533,10 @@ class _Session:
                 f"the end of its body?)") from None
         if kind == "raised":
             self.finished = f"it raised {payload!r}"
+            if not isinstance(payload, Exception):  # SystemExit (argparse) must not end the run
+                raise RecordingError(f"the loop script raised {payload!r} before {what} (a "
+                                     f"sys.exit, or argparse refusing the arguments main() "
+                                     f"parsed?)") from payload
             raise payload
         if kind == "returned":
             self.finished = "main() returned"

@@ -354,3 +354,45 @@ def test_the_docs_show_the_examples_recording_lines():
     marked = {ln.strip() for ln in EXAMPLE.read_text().splitlines()
               if ln.rstrip().endswith("# pgtheory")}
     assert shown == marked
+
+
+def _loop_raising_in(body) -> RecordingError | BaseException:
+    target = loop_target(body, algorithm="a2c", hyperparameters={"gamma": 0.9}, timeout=5.0)
+    try:
+        target.make_agent(oracle_env_fn, seed=0, num_envs=1, num_steps=1)
+    except BaseException as exc:
+        return exc
+    raise AssertionError("make_agent did not raise")
+
+
+def test_configure_copies_dataclasses_and_names_a_missing_setting():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        env: str = "CartPole-v1"
+        seed: int = 1
+        num_envs: int = 8
+        num_steps: int = 128
+        total_timesteps: int = 1000
+
+    seen = []
+
+    def renamed():
+        before = Settings()
+        seen.append((before, recording.configure(before, env_id="env")))
+        raise KeyError("stop here")
+
+    assert isinstance(_loop_raising_in(renamed), KeyError)
+    before, after = seen[0]
+    assert before == Settings()  # the script's own settings are not modified
+    assert (after.seed, after.num_envs, after.num_steps) == (0, 1, 1)
+    assert after.env.startswith("pgtheory-recording/") and after.total_timesteps >= 10**9
+
+    exc = _loop_raising_in(lambda: recording.configure(Settings()))  # no env_id attribute
+    assert isinstance(exc, RecordingError) and "args has no 'env_id'" in str(exc), exc
+
+
+def test_a_script_calling_sys_exit_does_not_end_the_audit():
+    exc = _loop_raising_in(lambda: sys.exit(3))
+    assert isinstance(exc, RecordingError) and "SystemExit(3)" in str(exc), exc
