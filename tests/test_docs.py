@@ -10,25 +10,24 @@ What is checked, and how:
   command are its output; ``$ echo $?`` followed by a number states the exit status of the
   command before it, 0 otherwise). Commands are handled by :func:`how_checked`:
 
-  - **run fully** (a subprocess in an empty folder, this interpreter's ``bin`` first on PATH):
-    ``pgtheory audit ... --quick`` (about 10 s each), ``pgtheory check``, ``pgtheory prove``
-    with theorem names, ``pgtheory train`` for at most 10,000 env steps,
-    ``pytest --pg-target ... --pg-quick``; ``python tools/...`` (the repository's own scripts,
-    run from its root). The exit status must match and every shown output
-    line must still appear in stdout, in order. A shown line is compared with numbers that have
-    a fraction or an exponent (timings, p-values, estimates), and all other numbers except the
-    counts of a summary ("12 passed"), replaced by ``#``; runs of spaces count as one, and so
-    do runs of ``=`` or ``-`` (pytest's bars, table rules), and pytest's ``(0:01:08)`` after a
-    long duration is dropped; ``...``
-    inside a line stands for any text, and a line of its own for any lines. Identical commands
-    on different pages run once.
-  - **arguments only**, because running them takes minutes to hours: full audits and
-    ``pgtheory audit --power`` (30 s to hours), ``pgtheory prove`` without names (about 40 s),
-    longer ``pgtheory train`` runs and ``pgtheory scale`` (MuJoCo, 30 min and more). The
-    command line is parsed by the real ``pgtheory`` parser with the subcommand's work replaced;
-    the audit target must resolve, the environment id must be registered and every
-    ``train --set KEY=VALUE`` must be a valid setting. ``pytest --pg-target`` without
-    ``--pg-quick`` is collected (``--collect-only``), which loads the target.
+  - **run fully**, as a subprocess through the shell with this interpreter's ``bin`` first on
+    PATH, in an empty folder (in the repository root when the command names its ``examples/``
+    or ``tools/``): ``pgtheory audit ... --quick`` (5 to 15 s each), ``pgtheory check``,
+    ``pgtheory prove`` with theorem names, ``pgtheory train`` for at most 10,000 env steps,
+    ``pytest --pg-target ... --pg-quick``, ``python tools/...``. The exit status must match,
+    and every shown output line must still appear in stdout, in order. Lines are compared with
+    numbers replaced by ``#`` (timings, p-values, estimates; the counts of a summary such as
+    "12 passed" are kept), runs of spaces, of ``=`` and of ``-`` shortened (pytest's bars,
+    table rules) and pytest's ``(0:01:08)`` after a long duration dropped. ``...`` inside a
+    line stands for any text, and a line of its own for any lines. Identical commands on
+    different pages run once.
+  - **arguments only**, because running them takes from half a minute to hours: full audits,
+    ``pgtheory audit --power``, ``pgtheory prove`` without names (about 40 s), longer
+    ``pgtheory train`` runs and ``pgtheory scale`` (MuJoCo). The command line is parsed by the
+    real ``pgtheory`` parser with the subcommand's work replaced; the audit target must
+    resolve, the environment id must be registered and every ``train --set KEY=VALUE`` must be
+    a valid setting. ``pytest --pg-target`` without ``--pg-quick`` is collected
+    (``--collect-only``), which loads the target.
   - ``make TARGET`` runs as ``make -n TARGET`` (a dry run: the real targets create a virtual
     environment and run the whole test suite).
   - ``pip install`` is not run (it downloads packages); every extra it names must exist in
@@ -131,9 +130,28 @@ SESSIONS = {str(p.relative_to(REPO)): pycon_blocks(p) for p in PAGES if pycon_bl
 
 
 # ------------------------------------------------------------------------------ classification
-def how_checked(command: str) -> tuple[str, str]:
-    """(mode, reason): "run", "run-in-repo", "arguments", "collect", "dry-run" or "extras"."""
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def split_command(command: str) -> tuple[list[str], list[str]]:
+    """(leading VAR=value assignments, the command's argv)."""
     argv = shlex.split(command)
+    k = 0
+    while k < len(argv) and _ASSIGNMENT.match(argv[k]):
+        k += 1
+    return argv[:k], argv[k:]
+
+
+def runs_in_repo(command: str) -> bool:
+    """Commands naming the repository's examples/ or tools/ run from its root."""
+    assignments, argv = split_command(command)
+    words = [a.split("=", 1)[1] for a in assignments] + argv
+    return any(w.startswith(("examples", "tools/")) for w in words)
+
+
+def how_checked(command: str) -> tuple[str, str]:
+    """(mode, reason): "run", "arguments", "collect", "dry-run" or "extras"."""
+    _, argv = split_command(command)
     prog, args = argv[0], argv[1:]
     sub = args[0] if args else ""
     if prog == "pip":
@@ -141,7 +159,7 @@ def how_checked(command: str) -> tuple[str, str]:
     if prog == "make":
         return "dry-run", "the targets create .venv and run the whole suite (minutes)"
     if prog == "python" and sub.startswith("tools/"):
-        return "run-in-repo", ""
+        return "run", ""
     if prog == "pytest" and "--pg-target" in args:
         if "--pg-quick" in args:
             return "run", ""
@@ -279,7 +297,7 @@ def _extras_declared() -> set[str]:
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
 def test_documented_command(example: Example, tmp_path_factory, monkeypatch):
     mode, _why = how_checked(example.command)
-    argv = shlex.split(example.command)
+    _, argv = split_command(example.command)
     if mode == "extras":
         named = {x.strip() for spec in re.findall(r"\[([^\]]+)\]", example.command)
                  for x in spec.split(",")}
@@ -295,7 +313,7 @@ def test_documented_command(example: Example, tmp_path_factory, monkeypatch):
     if mode == "arguments":
         check_arguments(argv[1:], monkeypatch)
         return
-    cwd = REPO if mode == "run-in-repo" else tmp_path_factory.mktemp("docs-example")
+    cwd = REPO if runs_in_repo(example.command) else tmp_path_factory.mktemp("docs-example")
     if mode == "collect":
         res = run_once(f"{example.command} --collect-only -q", cwd)
         assert res.returncode == 0, f"{example.id}: collection failed:\n{res.stdout[-3000:]}"
