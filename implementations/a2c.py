@@ -75,8 +75,8 @@ class A2CAgent(Agent):
         return [self.optimizer]
 
     def advantages(self, rewards, values, next_values, terminated, truncated) -> torch.Tensor:
-        return core.gae(rewards, values, next_values, terminated, truncated, self.cfg.gamma,
-                        self.cfg.gae_lambda)
+        return core.gae(rewards, values, terminated, truncated, self.cfg.gamma,
+                        self.cfg.gae_lambda, next_values=next_values)
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg

@@ -38,9 +38,12 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 # ----------------------------------------------------------------- advantages and returns
-def gae(rewards, values, next_values, terminated, truncated, gamma: float,
-        lam: float) -> torch.Tensor:
+def gae(rewards, values, terminated, truncated, gamma: float, lam: float, *,
+        next_values) -> torch.Tensor:
     """Generalized advantage estimation on a time-major buffer.
+
+    Argument order: the one of :func:`pgtheory.references.gae` (and :func:`pgtheory.gae`), with
+    the bootstrap values by keyword.
 
     ``delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t)`` and
     ``A_t = delta_t + gamma lam (1 - terminated_t)(1 - truncated_t) A_{t+1}``, with
@@ -49,13 +52,15 @@ def gae(rewards, values, next_values, terminated, truncated, gamma: float,
 
     Parameters
     ----------
-    rewards, values, next_values : tensor or array, shape (T, N)
+    rewards, values : tensor or array, shape (T, N)
         Reward units.
     terminated, truncated : tensor or array of bool, shape (T, N)
     gamma : float
         Discount in [0, 1].
     lam : float
         GAE lambda in [0, 1].
+    next_values : tensor or array, shape (T, N), keyword-only
+        ``V(s_{t+1})`` of the true next observation (the final one where an episode ended).
 
     Returns
     -------
@@ -85,9 +90,11 @@ def gae(rewards, values, next_values, terminated, truncated, gamma: float,
     return adv
 
 
-def discounted_returns(rewards, next_values, terminated, truncated,
-                       gamma: float) -> torch.Tensor:
+def discounted_returns(rewards, terminated, truncated, gamma: float, *,
+                       next_values) -> torch.Tensor:
     """Monte Carlo reward-to-go, bootstrapped where the buffer cannot see the episode's end.
+
+    Argument order: the one of :func:`pgtheory.references.discounted_returns`.
 
     ``G_t = r_t + gamma (1 - terminated_t) [truncated_t V(s_{t+1}) + (1 - truncated_t)
     G_{t+1}]`` with ``G_{T-1}`` bootstrapping from ``V(s_T)`` at the buffer end (pass zeros in
@@ -96,9 +103,10 @@ def discounted_returns(rewards, next_values, terminated, truncated,
 
     Parameters
     ----------
-    rewards, next_values : tensor or array, shape (T, N)
+    rewards : tensor or array, shape (T, N)
     terminated, truncated : tensor or array of bool, shape (T, N)
     gamma : float
+    next_values : tensor or array, shape (T, N), keyword-only
 
     Returns
     -------

@@ -87,8 +87,8 @@ class REINFORCEAgent(Agent):
         return [self.optimizer]
 
     def advantages(self, rewards, values, next_values, terminated, truncated) -> torch.Tensor:
-        returns = core.discounted_returns(rewards, next_values, terminated, truncated,
-                                          self.cfg.gamma)
+        returns = core.discounted_returns(rewards, terminated, truncated, self.cfg.gamma,
+                                          next_values=next_values)
         return returns - values
 
     def sample_weights(self, terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray | None:

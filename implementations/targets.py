@@ -21,11 +21,12 @@ _DECLARED = ("gamma", "gae_lambda", "normalize_advantage", "clip_range", "clip_r
 
 
 def _gae(rewards, values, next_values, terminated, truncated, gamma, lam):
-    return core.gae(rewards, values, next_values, terminated, truncated, gamma, lam)
+    return core.gae(rewards, values, terminated, truncated, gamma, lam, next_values=next_values)
 
 
 def _returns(rewards, next_values, terminated, truncated, gamma):
-    return core.discounted_returns(rewards, next_values, terminated, truncated, gamma)
+    return core.discounted_returns(rewards, terminated, truncated, gamma,
+                                   next_values=next_values)
 
 
 def _late(name: str):

@@ -144,9 +144,15 @@ def _where(cond, a, b):
 
 
 def _gae(fn: Callable) -> tuple:
-    """Patch of core.gae: ``fn(original, r, v, nv, term, trunc, gamma, lam)``."""
-    return ((_CORE + ".gae",
-             lambda orig: (lambda r, v, nv, te, tr, g, lam: fn(orig, r, v, nv, te, tr, g, lam))),)
+    """Patch of core.gae (``gae(r, v, term, trunc, gamma, lam, *, next_values)``), written as
+    ``fn(original, r, v, nv, term, trunc, gamma, lam)`` with ``original`` called the same way."""
+    def make(orig):
+        def positional(r, v, nv, te, tr, g, lam):
+            return orig(r, v, te, tr, g, lam, next_values=nv)
+
+        return lambda r, v, te, tr, g, lam, *, next_values: fn(positional, r, v, next_values, te,
+                                                               tr, g, lam)
+    return ((_CORE + ".gae", make),)
 
 
 def _surrogate(fn: Callable) -> tuple:
@@ -229,9 +235,7 @@ def _pg_normalized(logp, advantages, weights=None):
 
 
 def _entropy_mean_dims(log_std):
-    from pgtheory.implementations import core
-
-    return (log_std + 0.5 * (1.0 + core._LOG_2PI)).mean(-1)
+    return (log_std + 0.5 * (1.0 + np.log(2 * np.pi))).mean(-1)
 
 
 def _log_prob_mean_dims(orig):
@@ -311,7 +315,8 @@ def _line_search_no_kl(objective, kl, x0, full_step, max_kl, c, n):
 
 
 def _reward_to_go_shifted(orig):
-    return lambda r, nv, te, tr, g: orig(_shift(r), nv, te, tr, g)
+    return lambda r, te, tr, g, *, next_values: orig(_shift(r), te, tr, g,
+                                                     next_values=next_values)
 
 
 def _k1_instead_of_k3(orig):
@@ -365,7 +370,8 @@ _LIST = [
            expected=(_GAE,)),
     Mutant("returns_ignore_gamma", "reinforce", "returns_ignore_gamma",
            ((_CORE + ".discounted_returns",
-             lambda orig: (lambda r, nv, te, tr, g: orig(r, nv, te, tr, 1.0))),),
+             lambda orig: (lambda r, te, tr, g, *, next_values: orig(
+                 r, te, tr, 1.0, next_values=next_values))),),
            expected=(_GAE,)),
     # --- advantage normalization ------------------------------------------------------
     Mutant("normalize_single_sample_nan", "ppo", "normalize_single_sample_nan",

@@ -479,7 +479,7 @@ def estimator_gradients(agent, rollout, gamma: float) -> dict[str, np.ndarray]:
     logp = agent.distribution(obs).log_prob(act)
     out = {}
     for name, (kind, lam) in ESTIMATORS.items():
-        adv = core.gae(*args, gamma, lam)
+        adv = core.gae(args[0], args[1], args[3], args[4], gamma, lam, next_values=args[2])
         if kind == "returns":
             adv = adv + values
         w = adv.reshape(-1).float()

@@ -45,8 +45,8 @@ def test_shared_core_passes_component_checks(algo: str) -> None:
 
 def test_component_checks_catch_seeded_core_defects() -> None:
     def gae_truncation_as_termination(r, v, nv, term, trunc, gamma, lam):
-        return core.gae(r, v, nv, np.asarray(term) | np.asarray(trunc),
-                        np.zeros_like(trunc), gamma, lam)
+        return core.gae(r, v, np.asarray(term) | np.asarray(trunc), np.zeros_like(trunc), gamma,
+                        lam, next_values=nv)
 
     def log_prob_averaged(actions, mean, log_std):  # mean over dimensions, not sum
         return core.gaussian_log_prob(actions, mean, log_std) / actions.shape[-1]
@@ -119,8 +119,8 @@ def _defect_fails(monkeypatch, algo: str, attribute: str, replacement, check: st
 
 def test_seeded_defect_truncation_as_termination(monkeypatch) -> None:
     def advantages(self, rewards, values, next_values, terminated, truncated):
-        return core.gae(rewards, values, next_values, terminated | truncated,
-                        torch.zeros_like(truncated), self.cfg.gamma, self.cfg.gae_lambda)
+        return core.gae(rewards, values, terminated | truncated, torch.zeros_like(truncated),
+                        self.cfg.gamma, self.cfg.gae_lambda, next_values=next_values)
 
     why = _defect_fails(monkeypatch, "ppo", "pgtheory.implementations.ppo.PPOAgent.advantages",
                         advantages, "given_the_batch.advantages")

@@ -37,8 +37,8 @@ def test_float32_gae_with_large_values_passes_and_a_small_defect_fails(monkeypat
 
     real = core.gae
 
-    def off_by_a_bit(*args):  # one advantage off by 1 reward unit (values are ~3,000)
-        out = real(*args).clone()
+    def off_by_a_bit(*args, **kwargs):  # one advantage off by 1 reward unit (values ~3,000)
+        out = real(*args, **kwargs).clone()
         out[7, 0] += 1.0
         return out
 
