@@ -183,8 +183,10 @@ def test_sb3_ppo_value_clipping_passes_and_failed_under_the_max_form_only(monkey
     assert "Stable-Baselines3" in res.explanation and "acted on 0 " not in res.explanation
     assert batch.check_policy_gradients(agent, its, algorithm="ppo", hp=hp).verdict == "pass"
     # the reference before this fix: the PPO2/CleanRL max form only -> the false alarm
-    orig = batch._value_loss
-    monkeypatch.setattr(batch, "_value_loss", lambda kind, *a, **kw: orig(
+    from pgtheory.oracles import batch_losses
+
+    orig = batch_losses._value_loss
+    monkeypatch.setattr(batch_losses, "_value_loss", lambda kind, *a, **kw: orig(
         "squared" if kind == "squared" else "max", *a, **kw))
     old = batch.check_value_gradients(agent, its, hp=hp)
     assert old.verdict == "fail", old

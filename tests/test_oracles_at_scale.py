@@ -55,9 +55,10 @@ def test_trpo_length_accepted_from_its_own_quadratic_form_but_defects_still_fail
     which moves ``beta``, must not fail a correct step; the step without the factor 2 must
     still fail."""
     from pgtheory.implementations.targets import target
+    from pgtheory.oracles import batch_trpo
     from pgtheory.oracles.suite import SuiteConfig, _env_fn, oracle_mdp
 
-    real = batch._reference_cg
+    real = batch_trpo._reference_cg
 
     def replay_off_in_a_stiff_direction(mv, b, n):
         # the float32 iterate differs from the float64 one mostly along high-curvature
@@ -67,7 +68,7 @@ def test_trpo_length_accepted_from_its_own_quadratic_form_but_defects_still_fail
         u = u - (u @ x) / (x @ x) * x
         return x + 0.03 * np.linalg.norm(x) * u / np.linalg.norm(u)
 
-    monkeypatch.setattr(batch, "_reference_cg", replay_off_in_a_stiff_direction)
+    monkeypatch.setattr(batch_trpo, "_reference_cg", replay_off_in_a_stiff_direction)
     t = target("trpo")
     cfg = SuiteConfig()
     env_fn = _env_fn(oracle_mdp(t.hyperparameters["gamma"], 0), cfg.time_limit)
