@@ -295,12 +295,6 @@ def _clipped_action_stored(orig):
     return rollout
 
 
-def _orig_surrogate(logp, logp_old, adv, eps):
-    torch = _torch()
-    ratio = _ratio(logp, logp_old)
-    return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
-
-
 def _line_search_never(objective, kl, x0, full_step, max_kl, c, n):
     return x0
 
@@ -464,7 +458,8 @@ _LIST = [
                   "log-density was stored"),
     # --- equivalent --------------------------------------------------------------------
     Mutant("policy_loss_doubled", "ppo", "policy_loss_doubled",
-           _surrogate(lambda logp, old, adv, eps: 2 * _orig_surrogate(logp, old, adv, eps)),
+           ((_CORE + ".clipped_surrogate_loss",
+             lambda orig: (lambda logp, old, adv, eps: 2 * orig(logp, old, adv, eps))),),
            overrides={"max_grad_norm": None},
            equivalent="with gradient clipping off, the actor's gradient is scaled by a constant "
                       "2 and Adam's per-coordinate update m / sqrt(v) is invariant to a constant "

@@ -1,7 +1,7 @@
 """Layers 2-4, the protocol, the suite and the pytest plugin, on the example target.
 
 The example PPO/A2C/TRPO (oracles/example_target.py) pass every planned check; each seeded
-defect (a subclass overriding one method, reproducing a BUGS.md class) makes the named checks
+defect (a subclass overriding one method, reproducing a catalogued defect) makes the named checks
 fail with the defect class in the message. The in-expectation gradient check's power against
 biased estimators is shown with reference estimators in test_oracles_gradient_expectation.py
 (at this suite's 40-100 trials an off-policy sampling defect of the example agent was not

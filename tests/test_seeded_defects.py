@@ -1,7 +1,7 @@
 """Every check above must be able to fail: seeded defects (mutants) that the checks catch.
 
 Each mutant replaces one public function of ``pgtheory`` (via monkeypatch, for the duration
-of one test) with a version carrying a defect of a class listed in shared/BUGS.md or a
+of one test) with a version carrying a defect of the catalogue (docs/bugs.md) or a
 classic derivation slip, and lists the property tests that must then fail with an
 ``AssertionError``. A mutant no listed check catches fails this file.
 """
@@ -32,14 +32,14 @@ ORIG_LQR = {name: getattr(lqr, name) for name in lqr.__all__}
 
 def gae_no_truncation_bootstrap(rewards, values, terminated, truncated, gamma, lam, *,
                                 next_values):
-    # BUGS.md "truncation": time-limit truncation treated as termination
+    # catalogue: truncation_as_termination
     t = np.asarray(terminated) | np.asarray(truncated)
     return ORIG["gae"](rewards, values, t, truncated, gamma, lam, next_values=next_values)
 
 
 def gae_lambda_without_gamma(rewards, values, terminated, truncated, gamma, lam, *,
                              next_values):
-    # BUGS.md "GAE algebra": lambda^l instead of (gamma lambda)^l
+    # catalogue: gae_lambda_power
     r = np.asarray(rewards, float)
     term = np.asarray(terminated, bool)
     cont = (1.0 - term) * (1.0 - np.asarray(truncated, bool))
@@ -52,7 +52,7 @@ def gae_lambda_without_gamma(rewards, values, terminated, truncated, gamma, lam,
 
 
 def gae_done_index_shifted(rewards, values, terminated, truncated, gamma, lam, *, next_values):
-    # BUGS.md "done indexing": the trace is cut with the previous step's flag
+    # catalogue: done_flags_shifted (the trace cut with the previous step's flag)
     shift = lambda x: np.concatenate([np.zeros_like(np.asarray(x)[:1]), np.asarray(x)[:-1]])  # noqa: E731
     return ORIG["gae"](rewards, values, shift(terminated), shift(truncated), gamma, lam,
                        next_values=next_values)
@@ -82,12 +82,12 @@ def fisher_uniform_actions(mdp, param, theta):
 
 
 def natural_gradient_is_vanilla(mdp, param, theta, **kw):
-    # BUGS.md "TRPO": step direction not F^-1 g
+    # catalogue: cg_skipped (step direction not F^-1 g)
     return ORIG["policy_gradient"](mdp, param, theta)
 
 
 def trpo_no_sqrt(mdp, param, theta, **kw):
-    # BUGS.md "TRPO": step length without the square root
+    # catalogue: trpo_no_sqrt
     import dataclasses
     res = ORIG["trpo_step"](mdp, param, theta, **kw)
     x = res.natural_gradient
@@ -99,7 +99,7 @@ def trpo_no_sqrt(mdp, param, theta, **kw):
 
 
 def ppo_max_instead_of_min(mdp, param, theta, theta_old, **kw):
-    # BUGS.md "ratio / clipping": min and max swapped (value side)
+    # catalogue: value_clip_min (min and max swapped, value side)
     import dataclasses
     res = ORIG["ppo_objective"](mdp, param, theta, theta_old, **kw)
     eps = kw.get("clip_range", 0.2)
@@ -112,7 +112,7 @@ def ppo_max_instead_of_min(mdp, param, theta, theta_old, **kw):
 
 
 def kl_reversed(p, q, **kw):
-    # BUGS.md "KL": direction reversed
+    # catalogue: kl_direction_reversed
     return ORIG["kl_divergence"](q, p, **kw)
 
 
@@ -160,7 +160,7 @@ def lqr_gradient_without_gamma(model, K, log_sigma):
 
 
 def lqr_kl_without_square(model, K, log_sigma, K_new, log_sigma_new, **kw):
-    # BUGS.md "KL": Gaussian KL formula missing the square on the std ratio (pat-coady/trpo #25)
+    # catalogue: gaussian_kl_no_square (pat-coady/trpo #25)
     s1, s2 = np.exp(np.asarray(log_sigma)), np.exp(np.asarray(log_sigma_new))
     base = ORIG_LQR["kl_divergence"](model, K, log_sigma, K_new, log_sigma_new, **kw)
     return base - np.sum(s1**2 / (2 * s2**2)) + np.sum(s1 / (2 * s2))
