@@ -63,9 +63,9 @@ def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
     Returns
     -------
     CheckResult
-        On failure the explanation names the defect class that reproduces the stored
-        advantages (from :data:`pgtheory.oracles.components.GAE_VARIANTS`, plus bootstrapping from
-        the reset observation), or says that none does.
+        On failure the explanation names the registry entry that reproduces the stored
+        advantages (the entries of :mod:`pgtheory.oracles.defects` listing this check, applied
+        to :func:`pgtheory.references.gae`; ``[catalogue: NAME]``), or says that none does.
 
     Raises
     ------

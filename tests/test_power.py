@@ -86,7 +86,8 @@ def test_scorecard_kill_rates_per_layer_and_class(tmp_path) -> None:
     assert f"| components | {n - 1} | 0 |" in text
     assert "| GAE algebra | 3 | 2/3 | 0 |" in text
     matrix = power.kill_matrix_markdown(rec)
-    assert "| `gae_lambda_power` | ppo | GAE algebra | **no** | - | - |" in matrix
+    # the report column comes from the defect registry (catalogue: gae_lambda_power)
+    assert "| `gae_lambda_power` | ppo | GAE algebra | **no** | - | course code |" in matrix
     assert "| `truncation_as_termination` | ppo | truncation | yes | components: gae; " \
            "given_the_batch: advantages |" in matrix
     assert "* `policy_loss_doubled`: with gradient clipping off" in matrix
