@@ -31,7 +31,7 @@ import torch
 from pgtheory.implementations import core
 from pgtheory.implementations.common import Agent, Batch, CommonConfig, ConfigError
 
-__all__ = ["A2CAgent", "A2CConfig", "target"]
+__all__ = ["A2CAgent", "A2CConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,18 +91,3 @@ class A2CAgent(Agent):
         norm = self.optimizer_step(self.optimizer, loss, idx, params)
         return {"policy_loss": policy_loss.item(), "value_loss": v_loss.item(),
                 "entropy": entropy.item(), "grad_norm": norm}
-
-
-def target(**overrides):
-    """This A2C as an oracle target (:mod:`pgtheory.oracles.protocol`): the default configuration
-    sized for the oracle environments (:data:`pgtheory.implementations.targets.ORACLE_SETTINGS`),
-    then ``overrides``.
-
-    Raises
-    ------
-    ConfigError
-        An unknown setting or an invalid value.
-    """
-    from pgtheory.implementations.targets import target as _target
-
-    return _target("a2c", **overrides)

@@ -1,7 +1,7 @@
 """The shared core of the implementations: pure torch functions, each validated by an oracle.
 
 Every function here is what the algorithm files call, and every one has a component check in
-:mod:`pgtheory.oracles.components` (the algorithm files' ``target()`` expose them to the oracles
+:mod:`pgtheory.oracles.components` (``pgtheory.implementations.targets`` exposes them to the oracles
 under the keys of :data:`pgtheory.oracles.protocol.COMPONENT_KEYS`). Nothing here holds state.
 
 Conventions: rollouts are time-major tensors of shape ``(T, N)``; ``next_values[t]`` is the

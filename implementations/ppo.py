@@ -39,7 +39,7 @@ import torch
 from pgtheory.implementations import core
 from pgtheory.implementations.common import Agent, Batch, CommonConfig, ConfigError
 
-__all__ = ["PPOAgent", "PPOConfig", "target"]
+__all__ = ["PPOAgent", "PPOConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,18 +173,3 @@ class PPOAgent(Agent):
 
     def load_extra_state(self, state: dict) -> None:
         self.beta = state.get("beta", self.cfg.kl_beta_init)
-
-
-def target(**overrides):
-    """This PPO as an oracle target (:mod:`pgtheory.oracles.protocol`): the default configuration
-    sized for the oracle environments (:data:`pgtheory.implementations.targets.ORACLE_SETTINGS`),
-    then ``overrides``.
-
-    Raises
-    ------
-    ConfigError
-        An unknown setting or an invalid value.
-    """
-    from pgtheory.implementations.targets import target as _target
-
-    return _target("ppo", **overrides)

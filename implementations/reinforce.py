@@ -40,7 +40,7 @@ import torch
 from pgtheory.implementations import core
 from pgtheory.implementations.common import Agent, Batch, CommonConfig, ConfigError
 
-__all__ = ["REINFORCEAgent", "REINFORCEConfig", "target"]
+__all__ = ["REINFORCEAgent", "REINFORCEConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,18 +117,3 @@ class REINFORCEAgent(Agent):
         norm = self.optimizer_step(self.optimizer, loss, idx, params)
         return {"policy_loss": policy_loss.item(), "value_loss": v_loss.item(),
                 "entropy": entropy.item(), "grad_norm": norm}
-
-
-def target(**overrides):
-    """This REINFORCE as an oracle target (:mod:`pgtheory.oracles.protocol`): the default
-    configuration sized for the oracle environments
-    (:data:`pgtheory.implementations.targets.ORACLE_SETTINGS`), then ``overrides``.
-
-    Raises
-    ------
-    ConfigError
-        An unknown setting or an invalid value.
-    """
-    from pgtheory.implementations.targets import target as _target
-
-    return _target("reinforce", **overrides)

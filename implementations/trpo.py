@@ -39,7 +39,7 @@ from pgtheory.implementations import core
 from pgtheory.implementations.common import Agent, Batch, CommonConfig, ConfigError
 from torch import nn
 
-__all__ = ["TRPOAgent", "TRPOConfig", "target"]
+__all__ = ["TRPOAgent", "TRPOConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,18 +182,3 @@ class TRPOAgent(Agent):
                 self.optimizer_step(self.optimizer, loss, idx, params)
                 losses.append(loss.item())
         return {"value_loss": float(np.mean(losses)) if losses else float("nan")}
-
-
-def target(**overrides):
-    """This TRPO as an oracle target (:mod:`pgtheory.oracles.protocol`): the default configuration
-    sized for the oracle environments (:data:`pgtheory.implementations.targets.ORACLE_SETTINGS`),
-    then ``overrides``.
-
-    Raises
-    ------
-    ConfigError
-        An unknown setting or an invalid value.
-    """
-    from pgtheory.implementations.targets import target as _target
-
-    return _target("trpo", **overrides)
