@@ -168,3 +168,56 @@ def test_switch_defects_override_the_callers_arguments():
     d.applied_to(reference)(n_iters=7, b=np.ones(1))
     assert seen["n_iters"] == 1
     assert dataclasses.is_dataclass(d)
+
+
+def _np(x):
+    return x.detach().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def _families():
+    """(check, family, reference, implementation built from a defective reference)."""
+    from pgtheory import references as ref
+
+    def dist(f):  # the check's keyword arguments, as numpy arrays
+        return lambda **k: f(**{n: _np(v) for n, v in k.items()})
+
+    return [
+        (components.check_categorical_entropy, "components.categorical_entropy",
+         "categorical_entropy", ref.categorical_entropy,
+         lambda f: lambda logits: f(logits=_np(logits))),
+        (components.check_categorical_kl, "components.categorical_kl", "categorical_kl",
+         ref.categorical_kl, dist),
+        (components.check_gaussian_log_prob, "components.gaussian_log_prob",
+         "gaussian_log_prob", ref.gaussian_log_prob, dist),
+        (components.check_gaussian_entropy, "components.gaussian_entropy", "gaussian_entropy",
+         ref.gaussian_entropy, dist),
+        (components.check_gaussian_kl, "components.gaussian_kl", "gaussian_kl",
+         ref.gaussian_kl, lambda f: lambda m1, s1, m2, s2: f(
+             mean1=_np(m1), log_std1=_np(s1), mean2=_np(m2), log_std2=_np(s2))),
+        (lambda fn: components.check_kl_estimator(fn, "k3"), "components.kl_estimator_k3",
+         "kl_estimator", ref.kl_estimator,
+         lambda f: lambda logp, logq: f(log_p=_np(logp), log_q=_np(logq), kind="k3")),
+        (components.check_conjugate_gradient, "components.conjugate_gradient",
+         "conjugate_gradient", lambda **k: ref.conjugate_gradient(
+             k["matvec"], k["b"], k["n_iters"], relative_tol=1e-24).x,
+         lambda f: lambda mv, b, n: f(matvec=mv, b=b, n_iters=n)),
+        (components.check_backtracking_line_search, "components.backtracking_line_search",
+         "backtracking_line_search", ref.backtracking_line_search,
+         lambda f: lambda obj, kl, x0, step, mk, c, n: f(
+             objective=obj, kl=kl, x0=x0, full_step=step, max_kl=mk, backtrack_coef=c,
+             max_backtracks=n).x),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_each_replayed_defect_is_named_as_itself(case):
+    """Every registry defect a component check replays, applied to the reference, is an
+    implementation that the check fails and names by that entry, and no other."""
+    check, name, family, reference, build = _families()[case]
+    tried = defects.tried_by(name, family)
+    assert tried, name
+    assert check(build(reference)).verdict == "pass", name
+    for d in tried:
+        res = check(build(d.applied_to(reference)))
+        assert res.verdict == "fail" and CATALOGUE.findall(res.explanation) == [d.name], \
+            (d.name, res.explanation)
