@@ -74,7 +74,7 @@ class A2CAgent(Agent):
             self.optimizer = torch.optim.Adam(params, lr=self.cfg.learning_rate, eps=1e-5)
         return [self.optimizer]
 
-    def advantages(self, rewards, values, next_values, terminated, truncated) -> torch.Tensor:
+    def advantages(self, rewards, values, terminated, truncated, *, next_values) -> torch.Tensor:
         return core.gae(rewards, values, terminated, truncated, self.cfg.gamma,
                         self.cfg.gae_lambda, next_values=next_values)
 

@@ -332,8 +332,9 @@ class Agent:
         """The optimizers whose steps train the agent (recorded for the oracles)."""
         raise NotImplementedError
 
-    def advantages(self, rewards, values, next_values, terminated, truncated) -> torch.Tensor:
-        """The advantage estimate on the (T, N) buffer."""
+    def advantages(self, rewards, values, terminated, truncated, *, next_values) -> torch.Tensor:
+        """The advantage estimate on the (T, N) buffer (the argument order of
+        :func:`pgtheory.gae`; ``next_values`` are the values of the true next observations)."""
         raise NotImplementedError
 
     def update(self, batch: Batch) -> dict[str, float]:
@@ -424,9 +425,9 @@ class Agent:
             next_values = self._baseline(next_buf.reshape(T * N, -1)).reshape(T, N)
             dev = self.device
             rewards = torch.as_tensor(rew_buf, device=dev)
-            adv = self.advantages(rewards, values, next_values,
-                                  torch.as_tensor(term_buf, device=dev),
-                                  torch.as_tensor(trunc_buf, device=dev)).float()
+            adv = self.advantages(rewards, values, torch.as_tensor(term_buf, device=dev),
+                                  torch.as_tensor(trunc_buf, device=dev),
+                                  next_values=next_values).float()
         returns = self.value_targets(adv, values)
         weights = self.sample_weights(term_buf, trunc_buf)
         rollout = Rollout(obs_buf, act_buf, rew_buf, term_buf, trunc_buf, next_buf, logp_buf,

@@ -98,7 +98,7 @@ class PPOAgent(Agent):
         self.beta = self.cfg.kl_beta_init
         return [self.optimizer]
 
-    def advantages(self, rewards, values, next_values, terminated, truncated) -> torch.Tensor:
+    def advantages(self, rewards, values, terminated, truncated, *, next_values) -> torch.Tensor:
         return core.gae(rewards, values, terminated, truncated, self.cfg.gamma,
                         self.cfg.gae_lambda, next_values=next_values)
 

@@ -86,7 +86,7 @@ class REINFORCEAgent(Agent):
         self.optimizer = torch.optim.Adam(params, lr=self.cfg.learning_rate)
         return [self.optimizer]
 
-    def advantages(self, rewards, values, next_values, terminated, truncated) -> torch.Tensor:
+    def advantages(self, rewards, values, terminated, truncated, *, next_values) -> torch.Tensor:
         returns = core.discounted_returns(rewards, terminated, truncated, self.cfg.gamma,
                                           next_values=next_values)
         return returns - values

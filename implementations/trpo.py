@@ -99,7 +99,7 @@ class TRPOAgent(Agent):
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.learning_rate)
         return [self.optimizer]
 
-    def advantages(self, rewards, values, next_values, terminated, truncated) -> torch.Tensor:
+    def advantages(self, rewards, values, terminated, truncated, *, next_values) -> torch.Tensor:
         return core.gae(rewards, values, terminated, truncated, self.cfg.gamma,
                         self.cfg.gae_lambda, next_values=next_values)
 

@@ -669,7 +669,7 @@ def _kill_sections(mutants, mrecs, killable, done, killed) -> list[str]:
               f"no false-positive rate): {len(on_training)}"
               + (f" ({', '.join(f'`{n}`' for n in on_training)})" if on_training else "") + "."]
     lines += ["", "## Kill rate per bug class", "",
-              "| class (`shared/BUGS.md`) | mutants | killed | equivalent (argued) |",
+              "| class ([bug catalogue](bugs.md)) | mutants | killed | equivalent (argued) |",
               "|---|---|---|---|"]
     classes: dict[str, list] = {}
     for m in mutants.values():

@@ -148,8 +148,9 @@ def check_gae(gae_fn: Callable, *, gamma: float = 0.99, lam: float = 0.95, n_bat
               seed: int = 0, rtol: float = 1e-6, atol: float = 1e-6) -> CheckResult:
     """GAE on rollouts with terminations, time-limit truncations and buffer ends.
 
-    ``gae_fn(rewards, values, next_values, terminated, truncated, gamma, lam) -> advantages``,
-    arrays of shape (T, N) (numpy or torch). Reference: :func:`pgtheory.gae`.
+    ``gae_fn(rewards, values, terminated, truncated, gamma, lam, next_values=...) ->
+    advantages``, arrays of shape (T, N) (numpy or torch): the argument order of
+    :func:`pgtheory.gae`, ``next_values`` passed by keyword. Reference: :func:`pgtheory.gae`.
 
     Returns
     -------
@@ -166,8 +167,8 @@ def check_gae(gae_fn: Callable, *, gamma: float = 0.99, lam: float = 0.95, n_bat
     :mod:`pgtheory.oracles.defects`.
     """
     return _compare("components.gae", lambda **k: gae_fn(
-        k["rewards"], k["values"], k["next_values"], k["terminated"], k["truncated"], k["gamma"],
-        k["lam"]), _gae_ref, _variants("components.gae", _gae_ref, "gae"),
+        k["rewards"], k["values"], k["terminated"], k["truncated"], k["gamma"], k["lam"],
+        next_values=k["next_values"]), _gae_ref, _variants("components.gae", _gae_ref, "gae"),
         _rollout_inputs(n_batches, seed, gamma, lam), rtol=rtol, atol=atol, what="advantages")
 
 
@@ -182,8 +183,8 @@ def check_discounted_returns(returns_fn: Callable, *, gamma: float = 0.99, n_bat
                              atol: float = 1e-6) -> CheckResult:
     """Bootstrapped discounted returns (reward-to-go) on rollouts.
 
-    ``returns_fn(rewards, next_values, terminated, truncated, gamma) -> returns`` (T, N).
-    Reference: :func:`pgtheory.discounted_returns`.
+    ``returns_fn(rewards, terminated, truncated, gamma, next_values=...) -> returns`` (T, N), the
+    argument order of :func:`pgtheory.discounted_returns` (the reference).
 
     Returns
     -------
@@ -200,7 +201,7 @@ def check_discounted_returns(returns_fn: Callable, *, gamma: float = 0.99, n_bat
     ``no_bootstrap_at_buffer_end``, ``rewards_shifted``.
     """
     return _compare("components.discounted_returns", lambda **k: returns_fn(
-        k["rewards"], k["next_values"], k["terminated"], k["truncated"], k["gamma"]),
+        k["rewards"], k["terminated"], k["truncated"], k["gamma"], next_values=k["next_values"]),
         _returns_ref, _variants("components.discounted_returns", _returns_ref,
                                 "discounted_returns"),
         _rollout_inputs(n_batches, seed, gamma, None), rtol=rtol, atol=atol, what="returns")
@@ -211,8 +212,9 @@ def check_lambda_returns(lambda_returns_fn: Callable, *, gamma: float = 0.99, la
                          atol: float = 1e-6) -> CheckResult:
     """TD(lambda) returns on rollouts.
 
-    ``lambda_returns_fn(rewards, next_values, terminated, truncated, gamma, lam)`` (T, N).
-    Reference: :func:`pgtheory.lambda_returns` (equal to GAE + V on collected rollouts).
+    ``lambda_returns_fn(rewards, terminated, truncated, gamma, lam, next_values=...)`` (T, N), the
+    argument order of :func:`pgtheory.lambda_returns` (the reference; equal to GAE + V on
+    collected rollouts).
 
     Returns
     -------
@@ -235,7 +237,8 @@ def check_lambda_returns(lambda_returns_fn: Callable, *, gamma: float = 0.99, la
     variants = _variants("components.lambda_returns", _gae_ref, "gae",
                          lambda f: lambda **k: f(**k) + k["values"])
     return _compare("components.lambda_returns", lambda **k: lambda_returns_fn(
-        k["rewards"], k["next_values"], k["terminated"], k["truncated"], k["gamma"], k["lam"]),
+        k["rewards"], k["terminated"], k["truncated"], k["gamma"], k["lam"],
+        next_values=k["next_values"]),
         lambda_ref, variants, _rollout_inputs(n_batches, seed, gamma, lam), rtol=rtol, atol=atol,
         what="lambda-returns")
 

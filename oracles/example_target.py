@@ -64,13 +64,14 @@ class ExampleConfig:
     critic_steps: int = 5
 
 
-def gae(rewards, values, next_values, terminated, truncated, gamma, lam) -> np.ndarray:
+def gae(rewards, values, terminated, truncated, gamma, lam, next_values) -> np.ndarray:
     """GAE on time-major arrays: the example agent's own implementation (code under test,
     written independently of :mod:`pgtheory.references`, which the oracles check it against).
 
-    Parameters: ``rewards, values, next_values`` of shape (T, N) (reward units; ``next_values``
-    are of the true next observations, the final one at episode ends), boolean ``terminated``
-    and ``truncated`` (T, N), ``gamma`` in [0, 1), ``lam`` in [0, 1]. Returns advantages (T, N).
+    Parameters (the argument order of :func:`pgtheory.gae`): ``rewards, values`` of shape
+    (T, N) (reward units), boolean ``terminated`` and ``truncated`` (T, N), ``gamma`` in [0, 1),
+    ``lam`` in [0, 1], ``next_values`` (T, N), the values of the true next observations (the
+    final one at episode ends). Returns advantages (T, N).
     Raises nothing itself (numpy broadcasting errors on mismatched shapes).
     Source: Schulman et al. (2016), arXiv:1506.02438v6, Eq. (16).
     """
@@ -206,13 +207,13 @@ class ExampleAgent:
         with torch.no_grad():
             values = self.value(b["obs"]).numpy()
             next_values = self.value(b["next"]).numpy()
-        adv = self.advantages(b["rew"], values, next_values, b["term"], b["trunc"])
+        adv = self.advantages(b["rew"], values, b["term"], b["trunc"], next_values=next_values)
         return Rollout(b["obs"], b["act"], b["rew"], b["term"], b["trunc"], b["next"],
                        b["logp"], adv, values, adv + values)
 
-    def advantages(self, rewards, values, next_values, terminated, truncated) -> np.ndarray:
-        return gae(rewards, values, next_values, terminated, truncated, self.cfg.gamma,
-                   self.cfg.gae_lambda).astype(np.float32)
+    def advantages(self, rewards, values, terminated, truncated, *, next_values) -> np.ndarray:
+        return gae(rewards, values, terminated, truncated, self.cfg.gamma, self.cfg.gae_lambda,
+                   next_values).astype(np.float32)
 
     # -------------------------------------------------------------------- losses
     def policy_loss(self, logp, logp_old, adv) -> torch.Tensor:

@@ -48,6 +48,7 @@ from pgtheory.extras import require
 
 require("oracles")  # before the optional imports: a missing extra is one line naming it
 
+import atexit
 import dataclasses
 import itertools
 import queue
@@ -80,6 +81,22 @@ AUDIT_ITERATIONS = 10**9
 
 _local = threading.local()
 _ids = itertools.count()
+
+#: Live worker threads and their sessions; stopped and joined at interpreter exit, because a
+#: daemon thread still inside torch when the interpreter finalizes aborts the process.
+_WORKERS: list[tuple[threading.Thread, _Session]] = []
+
+
+def _stop_workers(timeout: float = 10.0) -> None:
+    """Tell every live loop script to stop and wait (``timeout`` s each) until it has."""
+    for worker, session in list(_WORKERS):
+        if worker.is_alive():
+            session.to_worker.put("stop")
+            worker.join(timeout)
+    _WORKERS.clear()
+
+
+atexit.register(_stop_workers)
 
 
 class RecordingError(TargetProtocolError):
@@ -671,6 +688,8 @@ class LoopTarget:
         worker = threading.Thread(target=_run, args=(s, self.main), daemon=True,
                                   name=f"pgtheory-loop-{env_id}")
         worker.start()
+        _WORKERS[:] = [(w, x) for w, x in _WORKERS if w.is_alive()]
+        _WORKERS.append((worker, s))
         s.wait("register(...)")
         agent = LoopAgent(s)
         weakref.finalize(agent, s.to_worker.put, "stop")

@@ -303,7 +303,7 @@ def _error_all(names: list[str], why: str, exc: BaseException | None = None,
     One crash is evidence of a defect and gives ``fail``: the target raised after its own
     update made its parameters NaN/inf (checked on ``agent``, not read from the message).
     The oracle environments' rewards, observations and time limits are bounded and the
-    checks' inputs are finite, so NaN parameters come from the target's computation (BUGS.md:
+    checks' inputs are finite, so NaN parameters come from the target's computation (catalogue:
     advantage normalization of a single sample); it must report NaN, not propagate it.
     """
     verdict = "error"

@@ -105,8 +105,8 @@ def test_each_replayed_gae_defect_is_named_by_the_gae_check():
     for d in defects.tried_by("components.gae", "gae"):
         f = d.applied_to(ref.gae)
 
-        def impl(r, v, nv, te, tr, g, lam, f=f):
-            return f(rewards=r, values=v, next_values=nv, terminated=te, truncated=tr,
+        def impl(r, v, te, tr, g, lam, next_values, f=f):
+            return f(rewards=r, values=v, next_values=next_values, terminated=te, truncated=tr,
                      gamma=g, lam=lam)
 
         res = components.check_gae(impl)
@@ -142,9 +142,9 @@ def test_adding_a_defect_is_one_entry(monkeypatch):
     monkeypatch.setitem(DEFECTS, new.name, new)
     assert f"`{new.name}`" in defects.catalogue_markdown()
 
-    def doubled(r, v, nv, te, tr, g, lam):
+    def doubled(r, v, te, tr, g, lam, next_values):
         from pgtheory import references as ref
-        return ref.gae(2 * r, v, te, tr, g, lam, next_values=nv)
+        return ref.gae(2 * r, v, te, tr, g, lam, next_values=next_values)
 
     res = components.check_gae(doubled)
     assert res.verdict == "fail" and "[catalogue: gae_double_reward]" in res.explanation

@@ -44,9 +44,9 @@ def test_shared_core_passes_component_checks(algo: str) -> None:
 
 
 def test_component_checks_catch_seeded_core_defects() -> None:
-    def gae_truncation_as_termination(r, v, nv, term, trunc, gamma, lam):
+    def gae_truncation_as_termination(r, v, term, trunc, gamma, lam, next_values):
         return core.gae(r, v, np.asarray(term) | np.asarray(trunc), np.zeros_like(trunc), gamma,
-                        lam, next_values=nv)
+                        lam, next_values=next_values)
 
     def log_prob_averaged(actions, mean, log_std):  # mean over dimensions, not sum
         return core.gaussian_log_prob(actions, mean, log_std) / actions.shape[-1]
@@ -118,7 +118,7 @@ def _defect_fails(monkeypatch, algo: str, attribute: str, replacement, check: st
 
 
 def test_seeded_defect_truncation_as_termination(monkeypatch) -> None:
-    def advantages(self, rewards, values, next_values, terminated, truncated):
+    def advantages(self, rewards, values, terminated, truncated, *, next_values):
         return core.gae(rewards, values, terminated | truncated, torch.zeros_like(truncated),
                         self.cfg.gamma, self.cfg.gae_lambda, next_values=next_values)
 

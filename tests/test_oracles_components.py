@@ -11,7 +11,7 @@ from pgtheory.oracles.results import CheckFailed
 
 
 # ------------------------------------------------------------- correct implementations
-def my_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
+def my_gae(rewards, values, terminated, truncated, gamma, lam, next_values):
     adv, last = np.zeros_like(rewards), np.zeros(rewards.shape[1])
     for t in reversed(range(len(rewards))):
         delta = rewards[t] + gamma * next_values[t] * (1 - terminated[t]) - values[t]
@@ -20,7 +20,7 @@ def my_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
     return adv
 
 
-def my_returns(rewards, next_values, terminated, truncated, gamma):
+def my_returns(rewards, terminated, truncated, gamma, next_values):
     out, nxt = np.zeros_like(rewards), next_values[-1]
     for t in reversed(range(len(rewards))):
         tail = next_values[t] if t == len(rewards) - 1 else np.where(truncated[t],
@@ -29,7 +29,7 @@ def my_returns(rewards, next_values, terminated, truncated, gamma):
     return out
 
 
-def my_lambda_returns(rewards, next_values, terminated, truncated, gamma, lam):
+def my_lambda_returns(rewards, terminated, truncated, gamma, lam, next_values):
     out, nxt = np.zeros_like(rewards), next_values[-1]
     for t in reversed(range(len(rewards))):
         if t == len(rewards) - 1:
@@ -120,11 +120,12 @@ def test_positive_rescaling_passes_with_a_note():
 
 
 # ------------------------------------------------------------------- seeded defects
-def gae_truncation_as_termination(r, v, nv, term, trunc, g, lam):
-    return my_gae(r, v, nv, term | trunc, trunc, g, lam)
+def gae_truncation_as_termination(r, v, term, trunc, g, lam, next_values):
+    return my_gae(r, v, term | trunc, trunc, g, lam, next_values)
 
 
-def gae_lambda_only(r, v, nv, term, trunc, g, lam):
+def gae_lambda_only(r, v, term, trunc, g, lam, next_values):
+    nv = next_values
     adv, last = np.zeros_like(r), np.zeros(r.shape[1])
     for t in reversed(range(len(r))):
         delta = r[t] + g * nv[t] * (1 - term[t]) - v[t]
@@ -133,9 +134,9 @@ def gae_lambda_only(r, v, nv, term, trunc, g, lam):
     return adv
 
 
-def gae_shifted_done(r, v, nv, term, trunc, g, lam):
+def gae_shifted_done(r, v, term, trunc, g, lam, next_values):
     sh = lambda x: np.concatenate([np.zeros_like(x[:1]), x[:-1]])  # noqa: E731
-    return my_gae(r, v, nv, sh(term), sh(trunc), g, lam)
+    return my_gae(r, v, sh(term), sh(trunc), g, lam, next_values)
 
 
 def cg_returns_b(matvec, b, n_iters):
@@ -150,12 +151,15 @@ DEFECTS = [
     ("gae", oc.check_gae, gae_truncation_as_termination, "truncation treated as termination"),
     ("gae", oc.check_gae, gae_lambda_only, "lambda^l instead of (gamma lambda)^l"),
     ("gae", oc.check_gae, gae_shifted_done, "done flag of the wrong step"),
-    ("gae", oc.check_gae, lambda r, v, nv, te, tr, g, lam: np.full_like(r, np.nan), "non-finite"),
-    ("gae", oc.check_gae, lambda *a: 1 / 0, "raised ZeroDivisionError"),
+    ("gae", oc.check_gae, lambda r, v, te, tr, g, lam, next_values: np.full_like(r, np.nan),
+     "non-finite"),
+    ("gae", oc.check_gae, lambda *a, **k: 1 / 0, "raised ZeroDivisionError"),
     ("returns", oc.check_discounted_returns,
-     lambda r, nv, te, tr, g: my_returns(r, nv, te | tr, tr, g), "truncation treated"),
+     lambda r, te, tr, g, next_values: my_returns(r, te | tr, tr, g, next_values),
+     "truncation treated"),
     ("lambda_returns", oc.check_lambda_returns,
-     lambda r, nv, te, tr, g, lam: my_lambda_returns(r, nv, te | tr, tr, g, lam),
+     lambda r, te, tr, g, lam, next_values: my_lambda_returns(r, te | tr, tr, g, lam,
+                                                              next_values),
      "truncation treated"),
     ("ppo_loss", oc.check_clipped_surrogate_loss,
      lambda n, o, a, c: -torch.max(torch.exp(n - o) * a,

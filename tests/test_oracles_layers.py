@@ -44,9 +44,9 @@ def test_example_targets_pass_every_planned_check(make):
 
 # ----------------------------------------------------------------- seeded defects
 class TruncationAsTermination(ExampleAgent):
-    def advantages(self, rewards, values, next_values, terminated, truncated):
-        return super().advantages(rewards, values, next_values, terminated | truncated,
-                                  np.zeros_like(truncated))
+    def advantages(self, rewards, values, terminated, truncated, *, next_values):
+        return super().advantages(rewards, values, terminated | truncated,
+                                  np.zeros_like(truncated), next_values=next_values)
 
 
 class ResetObservationBootstrap(ExampleAgent):
@@ -60,7 +60,7 @@ class ResetObservationBootstrap(ExampleAgent):
         with torch.no_grad():
             nv = self.value(torch.as_tensor(np.where(ended, reset_obs,
                                                      r.next_observations))).numpy()
-        adv = self.advantages(r.rewards, r.values, nv, r.terminated, r.truncated)
+        adv = self.advantages(r.rewards, r.values, r.terminated, r.truncated, next_values=nv)
         r.advantages, r.returns = adv, adv + r.values
         return r
 
@@ -133,7 +133,7 @@ class DelayedReward(ExampleAgent):
         r.rewards = np.concatenate([np.zeros_like(r.rewards[:1]), r.rewards[:-1]])
         with torch.no_grad():
             nv = self.value(torch.as_tensor(r.next_observations)).numpy()
-        adv = self.advantages(r.rewards, r.values, nv, r.terminated, r.truncated)
+        adv = self.advantages(r.rewards, r.values, r.terminated, r.truncated, next_values=nv)
         r.advantages, r.returns = adv, adv + r.values
         return r
 
@@ -234,8 +234,8 @@ def _probe_env():
 
 def test_nan_fails_and_exceptions_are_error_rows_not_crashes():
     class NaNAdvantages(ExampleAgent):
-        def advantages(self, *args):
-            out = super().advantages(*args)
+        def advantages(self, *args, **kwargs):
+            out = super().advantages(*args, **kwargs)
             out[0, 0] = np.nan
             return out
 
