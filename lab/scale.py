@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pgtheory.implementations.common import ConfigError
-from pgtheory.lab.scale_report import write_report
+from pgtheory.lab.scale_report import read_jsonl, write_report
 
 __all__ = ["BUDGETS", "Budget", "LiveMonitor", "gradient_estimators", "natural_gradient_accuracy",
            "pendulum_anchor", "run_scale", "write_report"]
@@ -330,20 +330,6 @@ class LiveMonitor:
         theta0 = _flat(it.parameters_at_collection, names)
         dFd = float(d @ fvp(d))
         return [(s, kl_at(theta0 + s * d), 0.5 * s * s * dFd) for s in self.kl_scales]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file, the last row per ``iteration`` kept (a resumed run may repeat
-    the iteration it was killed in)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[row["iteration"]] = row
-    return [rows[k] for k in sorted(rows)]
 
 
 # --------------------------------------------------------------- natural gradient (3)
