@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup audit demo test slow bench bench-audit bench-throughput bench-returns power scale accuracy fpr catalogue lint clean
+.PHONY: setup audit demo test docs slow bench bench-audit bench-throughput bench-returns power scale accuracy fpr catalogue lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ fpr: $(STAMP)
 
 catalogue: $(STAMP)
 	$(PY) -m pytest -m catalogue tests/test_sb3_audit.py
+
+# the documentation site (MkDocs Material, API pages from the docstrings) into site/
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -265,15 +265,19 @@ class StepRecorder:
     named_parameters : dict[str, torch.nn.Parameter]
         The parameters to record (names as in the agent's ``named_parameters()``).
     optimizers : iterable of torch.optim.Optimizer
-
-    Usage: before each step the implementation (or its adapter) sets
-    :attr:`current_indices` to the flat indices of the minibatch; :meth:`take` returns the
-    updates recorded since the last call. ``tag`` labels updates (e.g. ``"actor"``).
+    tag : str
+        Label of the updates (e.g. ``"actor"``).
 
     Raises
     ------
     TargetProtocolError
         ``optimizers`` is empty or holds something that is not a torch optimizer.
+
+    Notes
+    -----
+    Before each step the implementation (or its adapter) sets :attr:`current_indices` to the
+    flat indices of the minibatch; :meth:`take` returns the updates recorded since the last
+    call.
     """
 
     def __init__(self, named_parameters: dict, optimizers: Iterable, tag: str = "") -> None:

@@ -44,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seed of the oracle MDPs, agents and statistical checks (default 0)")
     group.addoption("--pg-quick", action="store_true",
                     help="fewer trials and iterations (faster, less power)")
+    group.addoption("--pg-threads", type=int, default=1, metavar="N",
+                    help="torch CPU threads while the suite runs (default 1, as pgtheory audit: "
+                         "fastest for the oracles' small networks)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,6 +57,12 @@ def pytest_configure(config: pytest.Config) -> None:
         require("oracles", "pytest --pg-target")
     except MissingExtraError as exc:
         raise pytest.UsageError(str(exc)) from None
+    threads = config.getoption("--pg-threads")
+    if threads < 1:
+        raise pytest.UsageError(f"--pg-threads: expected a positive integer, received {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
     suite = str(SUITE_FILE)
     if config.args_source == pytest.Config.ArgsSource.ARGS:
         if suite not in config.args:

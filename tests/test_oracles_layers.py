@@ -320,3 +320,10 @@ def test_plugin_fixtures(tabular_mdp, tabular_env, lqr_model, exact):
     assert exact.expected_return(pi) <= exact.optimal_return() + 1e-12
     assert exact.state_values(pi).shape == (tabular_mdp.n_states,)
     assert lqr_model.n_state == 2
+
+
+def test_plugin_refuses_a_thread_count_below_one(tmp_path: Path):
+    bad = _pytest(["--pg-target", "pgtheory.oracles.example_target:a2c", "--pg-threads", "0"],
+                  tmp_path)
+    assert bad.returncode == 4, bad.stdout[-2000:] + bad.stderr[-2000:]
+    assert "--pg-threads: expected a positive integer, received 0" in bad.stderr
