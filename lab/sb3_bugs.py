@@ -15,7 +15,10 @@ marked ``catalogue``; CI runs a fast subset).
 Controls (must pass): ``ppo_default``, ``ppo_linear`` (``net_arch=[]``: exactly tabular softmax
 on the one-hot observations), ``a2c_default``, ``a2c_linear``, ``trpo_default``,
 ``trpo_linear``, ``ppo_own_train`` (the hand-written ``train()`` below without a defect, so
-that the PPO loss defects are known to come from the defect alone).
+that the PPO loss defects are known to come from the defect alone), ``ppo_four_envs`` (PPO as
+a ``FACTORY(venv)`` on the audit's 4 envs), ``ppo_vecnormalize`` (PPO
+on ``VecNormalize(norm_obs=True, norm_reward=True)`` of the audit's 4 envs, a ``FACTORY(venv)``;
+the control of the two normalization-path defects).
 """
 
 from __future__ import annotations
@@ -124,6 +127,49 @@ def _vec(env):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     return DummyVecEnv([lambda: env])
+
+
+# ----------------------------------------------------------------- VecNormalize, 4+ envs
+#: Sizing of the VecNormalize entries: n_steps x num_envs (4 in the audit) = 128 samples, two
+#: minibatches of 64 (the tuned MuJoCo configurations run 4-8 envs with VecNormalize).
+VECNORM_SIZES = {"n_steps": 32, "batch_size": 64}
+
+
+def _vec_normalize_class(defect: str | None):
+    """``VecNormalize``, or a subclass whose ``step_wait`` carries one defect."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if defect is None:
+        return VecNormalize
+
+    class DefectiveVecNormalize(VecNormalize):
+        def step_wait(self):
+            accumulated = np.array(self.returns, copy=True)
+            obs, rewards, dones, infos = super().step_wait()
+            if defect == "final_obs_raw":  # hand the bootstrap the raw final observation
+                for i, done in enumerate(dones):
+                    if done and "terminal_observation" in infos[i]:
+                        infos[i]["terminal_observation"] = self.unnormalize_obs(
+                            infos[i]["terminal_observation"])
+            elif defect == "return_not_reset":  # R = gamma R + r without the reset at dones
+                self.returns = accumulated * self.gamma + self.old_reward
+            return obs, rewards, dones, infos
+
+    return DefectiveVecNormalize
+
+
+def _four_envs(venv):
+    """``FACTORY(venv)``: PPO on the audit's envs as given (no VecNormalize)."""
+    return _sb3().PPO("MlpPolicy", venv, **VECNORM_SIZES)
+
+
+def _vec_normalized(defect: str | None) -> Callable:
+    """``FACTORY(venv)``: PPO on ``VecNormalize(venv)`` (observations and rewards)."""
+    def factory(venv):
+        wrapper = _vec_normalize_class(defect)
+        return _sb3().PPO("MlpPolicy", wrapper(venv, norm_obs=True, norm_reward=True),
+                          **VECNORM_SIZES)
+    return factory
 
 
 # ---------------------------------------------------------------------------- policies
@@ -263,6 +309,8 @@ _INJECTION = {
         "ppo_old_logprob_recomputed", "ppo_normalize_minibatch_of_one")},
     "trpo_direction_gradient": "TRPO subclass (hessian_vector_product)",
     "trpo_fisher_doubled": "TRPO subclass (hessian_vector_product)",
+    "vecnormalize_final_obs_raw": "VecNormalize subclass (step_wait), 4 envs",
+    "vecnormalize_return_not_reset": "VecNormalize subclass (step_wait), 4 envs",
 }
 
 
@@ -317,6 +365,13 @@ BUGS: dict[str, SeededBug] = {b.name: b for b in [
     _bug("trpo_fisher_doubled", "trpo_no_factor_two", _trpo_hvp("fisher_doubled"),
          "given_the_batch.trpo_step",
          detail="the Fisher-vector product is doubled, so the full step shrinks by sqrt(2)"),
+    _bug("vecnormalize_final_obs_raw", "final_obs_not_normalized",
+         _vec_normalized("final_obs_raw"), "given_the_batch.advantages@lqr",
+         detail="PPO on VecNormalize(norm_obs, norm_reward), 4 envs: the wrapper un-normalizes "
+                "the final observation it hands over"),
+    _bug("vecnormalize_return_not_reset", "return_normalizer_not_reset",
+         _vec_normalized("return_not_reset"), "given_the_batch.advantages@lqr",
+         detail="PPO on VecNormalize(norm_obs, norm_reward), 4 envs"),
 ]}
 
 
@@ -336,6 +391,8 @@ CONTROLS: dict[str, Callable] = {
     "trpo_default": _builtin("TRPO"),
     "trpo_linear": _builtin("TRPO", **LINEAR),
     "ppo_own_train": _own_train(None, ent_coef=0.01, learning_rate=3e-3),
+    "ppo_four_envs": _four_envs,
+    "ppo_vecnormalize": _vec_normalized(None),
 }
 
 # module attributes, so that ``sb3:pgtheory.lab.sb3_bugs:NAME`` resolves every entry

@@ -240,6 +240,14 @@ _ENTRIES = [
     Defect("value_targets_normalized", "normalization",
            "value targets built from normalized advantages", "on-policy (MAPPO) #12",
            ("given_the_batch.returns",)),
+    Defect("final_obs_not_normalized", "normalization",
+           "observation normalization: the final observation bootstrapped at a truncation "
+           "is not normalized (the critic sees a raw observation)", "",
+           ("given_the_batch.advantages",)),
+    Defect("return_normalizer_not_reset", "normalization",
+           "reward normalization: the discounted-return accumulator whose running variance "
+           "scales the rewards is not reset at episode ends", "",
+           ("given_the_batch.advantages",)),
     Defect("normalize_single_sample_nan", "advantage normalization",
            "normalizing the advantages of a one-sample minibatch gives NaN (no guard)",
            "Stable-Baselines3 #325 (fixed by PR #1028)", (_PG,)),

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("stable_baselines3")
@@ -50,7 +51,7 @@ def test_catalogue_covers_the_bug_classes() -> None:
     classes = {b.bug_class for b in BUGS.values()}
     assert len(BUGS) >= 15
     assert {"done indexing", "GAE algebra", "truncation", "ratio / clipping", "value loss",
-            "entropy", "TRPO", "advantage normalization"} <= classes
+            "entropy", "TRPO", "advantage normalization", "normalization"} <= classes
     for b in BUGS.values():
         assert b.caught_by and all("." in c for c in b.caught_by)
 
@@ -70,6 +71,69 @@ def test_adapter_records_minibatch_indices_in_protocol_order() -> None:
     # the ground truth agrees with what the buffer stored
     assert (it.rollout.observations.argmax(-1)[1:] == it.rollout.next_observations.argmax(-1)[:-1]
             )[~(it.rollout.terminated | it.rollout.truncated)[:-1]].all()
+
+
+# ------------------------------------------------------------- several envs, VecNormalize
+NORMALIZATION_BUGS = ["vecnormalize_final_obs_raw", "vecnormalize_return_not_reset"]
+
+
+def test_four_env_vecnormalize_control_passes_quick() -> None:
+    """Unmodified PPO on VecNormalize(norm_obs, norm_reward) of 4 envs: no FAIL, no ERROR."""
+    report = run_audit("sb3:pgtheory.lab.sb3_bugs:ppo_vecnormalize", quick=True)
+    assert report.exit_code == 0, format_report(report)
+    passed = {r.name for r in report.results if r.verdict == "pass"}
+    assert {"given_the_batch.advantages@lqr", "given_the_batch.returns@lqr",
+            "given_the_batch.policy_gradient@lqr", "given_the_batch.value_gradient@lqr"
+            } <= passed, format_report(report)
+    assert any("VecNormalize" in n and "skipped" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("name", NORMALIZATION_BUGS)
+def test_normalization_defect_is_flagged_quick(name: str) -> None:
+    report = run_audit(f"sb3:pgtheory.lab.sb3_bugs:{name}", quick=True)
+    assert report.exit_code == 1, format_report(report)
+    assert _flagged_by(report, BUGS[name]) == ["given_the_batch.advantages@lqr"], \
+        format_report(report)
+
+
+def test_four_envs_are_recorded_time_major() -> None:
+    """FACTORY(venv) on the audit's 4 envs: (T, N) rollout, t * N + n minibatch indices, each
+    env's ground truth continuing its own stored observations."""
+    from pgtheory.oracles.suite import _env_fn, oracle_mdp
+
+    target = resolve_target("sb3:pgtheory.lab.sb3_bugs:ppo_four_envs")
+    agent = target.make_agent(_env_fn(oracle_mdp(0.99, 0), 6), seed=0, num_envs=4)
+    it = agent.iterate()
+    r = it.rollout
+    assert r.shape == (32, 4)  # VECNORM_SIZES n_steps, the suite's num_envs
+    assert len(it.updates) == 20  # 10 epochs x 2 minibatches of 64
+    assert sorted(i for u in it.updates[:2] for i in u.indices) == list(range(128))
+    live = ~(r.terminated | r.truncated)[:-1]
+    # stored s_{t+1} of env n is the ground truth's next observation of env n (not of another)
+    assert (r.observations.argmax(-1)[1:] == r.next_observations.argmax(-1)[:-1])[live].all()
+    # each env's own episodes end within the time limit of 6 steps: at least 32 // 6 ends each
+    assert ((r.terminated | r.truncated).sum(axis=0) >= 32 // 6).all()
+
+
+def test_vecnormalize_replay_agrees_with_the_unmodified_wrapper() -> None:
+    """Source of the expected values: VecNormalize itself. Where no episode ended the model's
+    next stored observation is the replayed normalized s_{t+1}, and where it did not truncate
+    the buffer's reward is the replayed normalized reward (at a truncation SB3 adds
+    gamma V(final observation) to the stored reward)."""
+    from pgtheory.oracles.envs import lqr_env_fn
+
+    target = resolve_target("sb3:pgtheory.lab.sb3_bugs:ppo_vecnormalize")
+    agent = target.make_agent(lqr_env_fn(), seed=0, num_envs=4)
+    for _ in range(2):  # the second collection starts from statistics and returns in flight
+        r = agent.iterate().rollout
+        buffer = np.asarray(agent.model.rollout_buffer.rewards).reshape(r.shape)
+        live = ~(r.terminated | r.truncated)
+        np.testing.assert_allclose(r.observations[1:][live[:-1]],
+                                   r.next_observations[:-1][live[:-1]], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(buffer[~r.truncated], r.rewards[~r.truncated], rtol=1e-5,
+                                   atol=1e-6)
+        raw = np.array([[step[2] for step in truth.log] for truth in agent.truths]).T
+        assert r.truncated.any() and not np.allclose(r.rewards, raw)  # normalization is on
 
 
 # ------------------------------------------------------------------------------ the command
@@ -121,6 +185,12 @@ def test_model_on_other_env_is_rejected() -> None:
 
     with pytest.raises(TargetProtocolError, match="n_envs=1"):
         SB3Target(two_envs, name="two envs")
+
+    def other_envs(venv):  # FACTORY(venv) that ignores the audit's envs
+        return PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), n_steps=64)
+
+    with pytest.raises(TargetProtocolError, match="n_envs=4"):
+        SB3Target(other_envs, name="other envs")
 
 
 # ------------------------------------------------------------------------ full catalogue
