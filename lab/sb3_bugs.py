@@ -366,11 +366,13 @@ BUGS: dict[str, SeededBug] = {b.name: b for b in [
          "given_the_batch.trpo_step",
          detail="the Fisher-vector product is doubled, so the full step shrinks by sqrt(2)"),
     _bug("vecnormalize_final_obs_raw", "final_obs_not_normalized",
-         _vec_normalized("final_obs_raw"), "given_the_batch.advantages@lqr",
+         _vec_normalized("final_obs_raw"), "given_the_batch.advantages",
+         "given_the_batch.advantages@lqr",
          detail="PPO on VecNormalize(norm_obs, norm_reward), 4 envs: the wrapper un-normalizes "
                 "the final observation it hands over"),
     _bug("vecnormalize_return_not_reset", "return_normalizer_not_reset",
-         _vec_normalized("return_not_reset"), "given_the_batch.advantages@lqr",
+         _vec_normalized("return_not_reset"), "given_the_batch.advantages",
+         "given_the_batch.advantages@lqr",
          detail="PPO on VecNormalize(norm_obs, norm_reward), 4 envs"),
 ]}
 

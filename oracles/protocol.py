@@ -16,7 +16,10 @@ Target
     checks on the LQR environment; a target declaring only ``("continuous",)`` gets only
     those, and the report marks the tabular checks not applicable); optionally
     ``model_description: str`` (printed under the report's title) and ``notes: list[str]``
-    (what the configuration leaves untested, printed with the report).
+    (what the configuration leaves untested, printed with the report); optionally
+    ``not_applicable: dict[str, str]``, check names or layer prefixes ending in ``"."`` (e.g.
+    ``"in_expectation."``) mapped to why they cannot be exact for this target (the rows are
+    skipped with that reason, and their stages do not run).
 
 Agent
     ``distribution(obs: Tensor[B, *obs_shape]) -> torch.distributions.Distribution`` whose

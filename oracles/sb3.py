@@ -48,10 +48,10 @@ of the oracle env (``SubprocVecEnv`` is not needed to audit the algorithm). Unde
 tabular layers are not: they evaluate the policy and critic at the raw one-hot states and
 compare with exact values of the oracle MDP in its own reward units, while the model's policy
 is a function of observations normalized by statistics that move at every step, and its
-advantages are in normalized reward units. A ``VecNormalize`` target is therefore audited on
-the continuous-action layers only (``action_kinds = ("continuous",)``: the given-the-batch
-checks and the policy-head checks on the LQR environment, with a Gaussian policy), and the
-report's notes say so; a model whose ``VecNormalize`` is not in training mode at build time,
+advantages are in normalized reward units. A ``VecNormalize`` target therefore declares the
+in-expectation and update-level layers not applicable (``not_applicable``; the rows say why)
+and is audited on the given-the-batch checks (oracle MDP and LQR) and the policy-head checks;
+a model whose ``VecNormalize`` is not in training mode at build time,
 or normalizes dict observations, is not supported; dict observations are not supported.
 
 References: Raffin et al. (2021), "Stable-Baselines3: Reliable Reinforcement Learning
@@ -359,18 +359,19 @@ class SB3Target:
                 raise
             self.notes.append(f"continuous actions not audited: the factory did not build a "
                               f"model on the LQR environment ({exc})")
+        self.not_applicable: dict[str, str] = {}
         if vn is not None:
-            self.action_kinds = ("continuous",)
+            why = (f"under VecNormalize (norm_obs={vn.norm_obs}, norm_reward={vn.norm_reward}) "
+                   f"the model sees observations and rewards rescaled by running statistics "
+                   f"that change at every step, while this check compares the policy and critic "
+                   f"at raw states with the MDP's exact values in raw reward units")
+            self.not_applicable = {"in_expectation.": why, "update_level.": why}
             self.notes.append(
-                f"VecNormalize (norm_obs={vn.norm_obs}, norm_reward={vn.norm_reward}): the "
-                f"given-the-batch and policy-head checks run on the LQR environment on the "
-                f"normalized quantities the model used (rewards and final observations "
-                f"normalized by an independent replay of VecNormalize from the ground truth); "
-                f"the tabular layers (in expectation, update level, and given the batch on "
-                f"the oracle MDP) are skipped: they compare the policy and critic at raw "
-                f"one-hot states with the MDP's exact values in raw reward units, while "
-                f"under VecNormalize the model sees observations and rewards rescaled by "
-                f"running statistics that change at every step")
+                "VecNormalize: the given-the-batch and policy-head checks compare what the model "
+                "computed on the normalized quantities it used (rewards and final observations "
+                "normalized by an independent replay of VecNormalize from the ground truth); "
+                "the in-expectation and update-level checks are not applicable (the rows say "
+                "why)")
         self.model_description = (f"{type(model).__module__}.{type(model).__name__}, "
                                   f"n_steps={model.n_steps}, n_envs={model.n_envs}"
                                   f"{' (one per audit env)' if self.vectorized else ''}, "

@@ -182,7 +182,33 @@ def _plan(target) -> list[tuple[str, str | None]]:
         out[tabular_start:] = [
             (n, why or NOT_DISCRETE) if "@" not in n else (n, why)
             for n, why in out[tabular_start:]]
-    return out
+    declared = not_applicable(target)
+    return [(n, why or _declared_reason(n, declared)) for n, why in out]
+
+
+def not_applicable(target) -> dict[str, str]:
+    """The target's ``not_applicable`` declaration: check name, or layer prefix ending in
+    ``"."`` (e.g. ``"in_expectation."``), -> why the check cannot be exact for it.
+
+    Raises
+    ------
+    TargetProtocolError
+        Not a dict of non-empty strings.
+    """
+    declared = getattr(target, "not_applicable", None) or {}
+    if not isinstance(declared, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in declared.items()):
+        raise TargetProtocolError(f"not_applicable: expected a dict of check names or layer "
+                                  f"prefixes to reasons (non-empty strings), received "
+                                  f"{declared!r}")
+    return declared
+
+
+def _declared_reason(name: str, declared: dict[str, str]) -> str | None:
+    for key, why in declared.items():
+        if name == key or (key.endswith(".") and name.startswith(key)):
+            return f"not applicable: {why} (declared by the target)"
+    return None
 
 
 #: Why a target declaring only continuous actions skips the tabular checks.
@@ -199,17 +225,32 @@ def stages(target, config: SuiteConfig | None = None) -> list[str]:
         ``target`` does not satisfy the protocol.
     """
     cfg = config or SuiteConfig()
-    kinds = action_kinds(load_target(target))
+    target = load_target(target)
+    kinds = action_kinds(target)
+    runs = _runs(_plan(target))
     out = ["components"]
     if "discrete" in kinds:
-        out += ["recording iterations", "given the batch", "update level: KL", "in expectation"]
+        out += ["recording iterations", "given the batch"]
+        out += ["update level: KL"] if runs("update_level.kl") else []
+        out += ["in expectation"] if runs("in_expectation.") else []
     if "continuous" in kinds:
         out.append("continuous actions (LQR)")
-    if "discrete" in kinds and cfg.train_steps > 0:
+    if "discrete" in kinds and cfg.train_steps > 0 and runs(*TRAINING_CHECKS):
         out.append("update level: training")
     if "continuous" in kinds:
         out.append("continuous policy head (LQR)")
     return out
+
+
+#: The update-level checks that need a training run.
+TRAINING_CHECKS = ("update_level.improvement", "update_level.convergence", "update_level.critic")
+
+
+def _runs(planned: list[tuple[str, str | None]]) -> Callable[..., bool]:
+    """``runs(*names_or_prefixes)``: whether any planned check so named is not skipped."""
+    live = [n for n, why in planned if why is None]
+    return lambda *keys: any(n == k or (k.endswith(".") and n.startswith(k))
+                             for n in live for k in keys)
 
 
 #: Checks of the continuous policy head (:mod:`pgtheory.oracles.policy_head`), run last on their own
@@ -394,7 +435,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
         results.update(_continuous_checks(target, cfg, hp, algo, planned))
         say("continuous policy head (LQR)")
         results.update(policy_head_checks(target, cfg))
-        return [results[n] for n, _ in planned]
+        return _in_plan_order(results, planned)
 
     mdp = oracle_mdp(gamma, cfg.seed)
     env_fn = _env_fn(mdp, cfg.time_limit)
@@ -421,36 +462,45 @@ def run_suite(target, *, config: SuiteConfig | None = None,
         if "continuous" in kinds:  # independent of the tabular run that crashed
             results.update(_continuous_checks(target, cfg, hp, algo, planned))
             results.update(policy_head_checks(target, cfg))
-        return [results[n] for n, _ in planned]
+        return _in_plan_order(results, planned)
 
     say("given the batch")
     results.update(_batch_checks(agent, iterations, hp, algo, gamma, lam, seed=cfg.seed))
 
-    say("update level: KL")
-    pis = [update.tabular_policy(agent, S, iterations[0].parameters_at_collection)]
-    pis += [update.tabular_policy(agent, S, it.parameters_after) for it in iterations]
-    bound = hp.get("max_kl", hp.get("target_kl"))
-    if algo == "trpo" and not hp.get("line_search", True):
-        bound = None  # the natural policy gradient bounds the KL only to second order
-    results["update_level.kl"] = update.check_update_kl(
-        mdp, pis, max_kl=bound, time_limit=cfg.time_limit)
+    runs = _runs(planned)
+    if runs("update_level.kl"):
+        say("update level: KL")
+        pis = [update.tabular_policy(agent, S, iterations[0].parameters_at_collection)]
+        pis += [update.tabular_policy(agent, S, it.parameters_after) for it in iterations]
+        bound = hp.get("max_kl", hp.get("target_kl"))
+        if algo == "trpo" and not hp.get("line_search", True):
+            bound = None  # the natural policy gradient bounds the KL only to second order
+        results["update_level.kl"] = update.check_update_kl(
+            mdp, pis, max_kl=bound, time_limit=cfg.time_limit)
 
-    say("in expectation")
-    results.update(_expectation_checks(target, agent, mdp, env_fn, cfg, hp, algo))
+    if runs("in_expectation."):
+        say("in expectation")
+        results.update(_expectation_checks(target, agent, mdp, env_fn, cfg, hp, algo))
 
     if "continuous" in kinds:
         say("continuous actions (LQR)")
         results.update(_continuous_checks(target, cfg, hp, algo, planned))
-    if cfg.train_steps > 0:
+    if cfg.train_steps > 0 and runs(*TRAINING_CHECKS):
         say("update level: training")
         results.update(_training_checks(target, cfg, hp))
-    else:
-        for n in ("update_level.improvement", "update_level.convergence", "update_level.critic"):
+    elif cfg.train_steps <= 0:
+        for n in TRAINING_CHECKS:
             results[n] = _skip(n, "no training budget (quick mode): run the full suite")
     if "continuous" in kinds:
         say("continuous policy head (LQR)")
         results.update(policy_head_checks(target, cfg))
-    return [results[n] for n, _ in planned]
+    return _in_plan_order(results, planned)
+
+
+def _in_plan_order(results: dict[str, CheckResult],
+                   planned: list[tuple[str, str | None]]) -> list[CheckResult]:
+    """The results in :func:`plan` order; a planned skip stays a skip whatever ran."""
+    return [_skip(n, why) if why else results[n] for n, why in planned]
 
 
 #: Rollout shape asked for the policy-head checks, samples wanted and most collections (a

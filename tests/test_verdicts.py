@@ -196,3 +196,36 @@ def test_a_chance_rejection_is_not_confirmed_and_is_inconclusive():
     assert r.verdict == "inconclusive" and "not confirmed on independent trials" in r.explanation
     assert r.p_value is not None and r.p_value < cfg.alpha / 3  # the first run did reject
     assert not [x for x in res.values() if x.verdict == "fail"]
+
+
+def test_a_declared_not_applicable_layer_is_skipped_with_its_reason_and_not_run():
+    target = ppo()
+    target.not_applicable = {"in_expectation.": "the observations are rescaled",
+                             "update_level.kl": "no tabular policy"}
+    names = {n: why for n, why in plan(target)}
+    assert "the observations are rescaled" in names["in_expectation.advantages"]
+    assert "no tabular policy" in names["update_level.kl"]
+    assert names["given_the_batch.advantages"] is None
+    announced: list[str] = []
+    results = {r.name: r for r in run_suite(target, config=QUICK, progress=announced.append)}
+    assert announced == suite.stages(target, QUICK)  # the progress display's count holds
+    assert "in expectation" not in announced and "update level: KL" not in announced
+    assert results["in_expectation.returns"].verdict == "skip"
+    assert "declared by the target" in results["update_level.kl"].explanation
+    assert results["given_the_batch.advantages"].verdict == "pass"
+
+
+@pytest.mark.parametrize("declared", [["in_expectation."], {"in_expectation.": ""}, {3: "x"}])
+def test_a_malformed_not_applicable_declaration_is_a_protocol_error(declared):
+    target = ppo()
+    target.not_applicable = declared
+    with pytest.raises(TargetProtocolError, match="not_applicable: expected a dict"):
+        plan(target)
+
+
+@pytest.mark.parametrize("factory", [ppo, ContinuousOnly])
+def test_announced_stages_are_the_listed_stages(factory):
+    target = factory()
+    announced: list[str] = []
+    run_suite(target, config=QUICK, progress=announced.append)
+    assert announced == suite.stages(target, QUICK)
