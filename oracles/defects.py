@@ -242,11 +242,12 @@ _ENTRIES = [
            ("given_the_batch.returns",)),
     Defect("final_obs_not_normalized", "normalization",
            "observation normalization: the final observation bootstrapped at a truncation "
-           "is not normalized (the critic sees a raw observation)", "",
+           "is not normalized (the critic sees a raw observation)",
+           "Stable-Baselines3 changelog 0.11.0; CleanRL #425, #532",
            ("given_the_batch.advantages",)),
     Defect("return_normalizer_not_reset", "normalization",
            "reward normalization: the discounted-return accumulator whose running variance "
-           "scales the rewards is not reset at episode ends", "",
+           "scales the rewards is not reset at episode ends", "openai/baselines #538 (PR #556)",
            ("given_the_batch.advantages",)),
     Defect("normalize_single_sample_nan", "advantage normalization",
            "normalizing the advantages of a one-sample minibatch gives NaN (no guard)",
