@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from unittest import mock
 
 import numpy as np
+from pgtheory.oracles.defects import NamesADefect
 
 _CORE = "pgtheory.implementations.core"  # the module whose functions the mutants patch
 
@@ -33,7 +34,7 @@ __all__ = ["MUTANTS", "KillResult", "Mutant", "applied", "kill_matrix", "main", 
 
 
 @dataclasses.dataclass(frozen=True)
-class Mutant:
+class Mutant(NamesADefect):
     """One seeded bug.
 
     Attributes
@@ -68,26 +69,9 @@ class Mutant:
     detail: str = ""
 
     @property
-    def record(self):
-        """The registry entry (:class:`pgtheory.oracles.defects.Defect`)."""
-        from pgtheory.oracles.defects import DEFECTS
-
-        return DEFECTS[self.defect]
-
-    @property
-    def bug_class(self) -> str:
-        """The registry's defect class."""
-        return self.record.defect_class
-
-    @property
-    def description(self) -> str:
-        """The registry's one line, with :attr:`detail` where given."""
-        return self.record.description + (f" ({self.detail})" if self.detail else "")
-
-    @property
     def report(self) -> str:
         """The registry's public reports ("" when none is known)."""
-        return self.record.reports
+        return self.reports
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
+from pgtheory.oracles.defects import NamesADefect
 
 __all__ = ["BUGS", "CONTROLS", "SeededBug", "main"]
 
@@ -257,7 +258,7 @@ def _trpo_hvp(defect: str) -> Callable:
 
 # ------------------------------------------------------------------------------ catalogue
 @dataclasses.dataclass(frozen=True)
-class SeededBug:
+class SeededBug(NamesADefect):
     """One seeded defect: its factory, registry key, expected checks.
 
     ``defect`` is its key in :data:`pgtheory.oracles.defects.DEFECTS`, which gives
@@ -272,23 +273,9 @@ class SeededBug:
     detail: str = ""
 
     @property
-    def record(self):
-        """The registry entry (:class:`pgtheory.oracles.defects.Defect`)."""
-        from pgtheory.oracles.defects import DEFECTS
-
-        return DEFECTS[self.defect]
-
-    @property
-    def bug_class(self) -> str:
-        return self.record.defect_class
-
-    @property
-    def description(self) -> str:
-        return self.record.description + (f" ({self.detail})" if self.detail else "")
-
-    @property
     def reported(self) -> str:
-        return self.record.reports
+        """The registry's public reports ("" when none is known)."""
+        return self.reports
 
     @property
     def injection(self) -> str:

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLASSES", "DEFECTS", "Defect", "UnknownDefectError", "catalogue_markdown",
-           "describe", "main", "tried_by"]
+__all__ = ["CLASSES", "DEFECTS", "Defect", "NamesADefect", "UnknownDefectError",
+           "catalogue_markdown", "describe", "main", "tried_by"]
 
 
 class UnknownDefectError(ValueError):
@@ -420,6 +420,35 @@ def tried_by(check: str, reference: str | None = None) -> list[Defect]:
     ``reference``, or any reference when it is None), in registry order."""
     return [d for d in DEFECTS.values() if check in d.checks and d.references
             and (reference is None or reference in d.references)]
+
+
+class NamesADefect:
+    """Mixin for the lab's records that name a registry entry: a subclass has the fields
+    ``defect`` (a key of :data:`DEFECTS`) and ``detail`` (how the record realizes the defect,
+    where the registry's line does not say it, or ""), and gets the rest from the registry."""
+
+    defect: str
+    detail: str
+
+    @property
+    def record(self) -> Defect:
+        """The registry entry."""
+        return DEFECTS[self.defect]
+
+    @property
+    def bug_class(self) -> str:
+        """The registry's defect class."""
+        return self.record.defect_class
+
+    @property
+    def description(self) -> str:
+        """The registry's one line, with :attr:`detail` where given."""
+        return self.record.description + (f" ({self.detail})" if self.detail else "")
+
+    @property
+    def reports(self) -> str:
+        """The registry's public reports ("" when none is known)."""
+        return self.record.reports
 
 
 def describe(name: str) -> str:
