@@ -145,7 +145,7 @@ CLI = [
     ("time-limit", ["--timeout", "1", "gae_weight", "factorial(10**8)*0 + (gamma*lam)**l"], 2,
      "time limit"),
     ("bad-timeout", ["--timeout", "-1", "gae_weight", "(gamma*lam)**l"], 2, "--timeout"),
-    ("no-expression", ["gae_weight"], 2, "received no EXPRESSION"),
+    ("no-expression", ["gae_weight"], 2, "EXPRESSION: expected your formula for gae_weight"),
     ("unknown-symbol", ["gae_weight", "x**l"], 2, "unknown symbols"),
     ("unparsable", ["gae_weight", "(gamma*lam**"], 2, "could not parse"),
     ("unknown-quantity", ["no_such_quantity", "x"], 2, "expected one of"),
