@@ -480,7 +480,8 @@ def catalogue_markdown() -> str:
     lines = ["# Catalogue of known policy-gradient defects", "",
              "Generated from `pgtheory.oracles.defects` by `python -m pgtheory.oracles.defects "
              "--markdown docs/bugs.md`; do not edit by hand. A check's diagnosis ends with "
-             "`[catalogue: NAME]`, naming an entry below.", ""]
+             "`[catalogue: NAME]`, naming an entry below; `pgtheory bugs NAME` prints that entry "
+             "and `pgtheory bugs` this page.", ""]
     for cls, blurb in CLASSES.items():
         members = [d for d in DEFECTS.values() if d.defect_class == cls]
         if not members:

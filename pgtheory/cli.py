@@ -125,6 +125,19 @@ def _dir_path(raw: str) -> str:
     return raw
 
 
+def _bugs(args: argparse.Namespace) -> int:
+    from pgtheory.oracles import defects
+
+    if args.name is None:  # the whole catalogue, as docs/bugs.md
+        print(defects.catalogue_markdown())
+        return 0
+    try:
+        print(defects.describe(args.name))
+    except defects.UnknownDefectError as exc:
+        raise UsageError(f"NAME: {exc}") from exc
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import pgtheory as pg
 
@@ -429,7 +442,7 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = ("demo", "prove", "check", "audit", "train", "scale")
+COMMANDS = ("demo", "prove", "check", "audit", "train", "scale", "bugs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=_seed, default=0, help="seed for the random policy")
     demo.add_argument("--gamma", type=float, default=0.9, help="discount in [0, 1)")
     demo.set_defaults(func=_demo)
+    bugs = sub.add_parser("bugs", help="the bug catalogue: every known defect class with its "
+                                       "public reports, or one entry (the NAME an audit's "
+                                       "diagnosis gives as [catalogue: NAME])")
+    bugs.add_argument("name", nargs="?", metavar="NAME", help="one catalogue entry")
+    bugs.set_defaults(func=_bugs)
     prove = sub.add_parser("prove", help="verify the symbolic derivations (proofs/) and print "
                                          "a table; exit 1 if any fails")
     prove.add_argument("names", nargs="*", help="theorem names (default: all; see --list)")

@@ -153,6 +153,8 @@ ROWS = [
     ("power-option-alone", [*AUDIT, "--seeds", "3"],
      "--seeds: expected only with --power", False),
     # check, prove
+    ("bugs-unknown", ["bugs", "ppo_min_max_swaped"],
+     "NAME: unknown defect 'ppo_min_max_swaped'; close names: ppo_min_max_swapped", False),
     ("check-nothing", ["check"], "QUANTITY EXPRESSION: expected a quantity name", False),
     ("check-no-expression", ["check", "gae_weight"],
      "EXPRESSION: expected your formula for gae_weight", False),
@@ -297,3 +299,14 @@ def test_out_refuses_an_existing_run_unless_overwrite(tmp_path, capsys):
     assert _steps(out) == [64, 128]  # untouched
     assert main([*argv, "--overwrite"]) == 0
     assert _steps(out) == [64]  # the new run's log only
+
+
+def test_bugs_prints_a_catalogue_entry_and_the_catalogue(capsys):
+    """The NAME of an audit's ``[catalogue: NAME]`` opens with ``pgtheory bugs NAME``."""
+    from pgtheory.oracles.defects import catalogue_markdown
+
+    assert main(["bugs", "truncation_as_termination"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("truncation_as_termination (truncation):") and "CleanRL #198" in out
+    assert main(["bugs"]) == 0
+    assert capsys.readouterr().out == catalogue_markdown() + "\n"
