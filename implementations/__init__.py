@@ -14,7 +14,7 @@ The names below are re-exported lazily (PEP 562): the first use of one imports t
 
 from __future__ import annotations
 
-import importlib
+from pgtheory.extras import lazy_exports
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (keeps the import cheap)
 if TYPE_CHECKING:  # the names as static tools (type checkers, mkdocstrings) see them
@@ -37,26 +37,10 @@ __all__ = ["ALGORITHMS", "A2CAgent", "A2CConfig", "PPOAgent", "PPOConfig", "REIN
            "REINFORCEConfig", "TRPOAgent", "TRPOConfig"]
 
 
-def __getattr__(name: str):
-    """Import the submodule defining ``name`` on first use (PEP 562); AttributeError otherwise.
-
-    ``ALGORITHMS`` maps an algorithm name to (agent class, configuration class).
-
-    Raises
-    ------
-    pgtheory.extras.MissingExtraError
-        torch (the ``oracles`` extra) is not installed.
-    """
-    if name == "ALGORITHMS":
-        value = {algo: (__getattr__(agent), __getattr__(config))
-                 for algo, (_, agent, config) in _ALGORITHM_CLASSES.items()}
-    elif name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # later lookups skip this function
-    return value
+def _algorithms() -> dict:
+    """``ALGORITHMS``: algorithm name -> (agent class, configuration class); imports torch."""
+    return {algo: (__getattr__(agent), __getattr__(config))
+            for algo, (_, agent, config) in _ALGORITHM_CLASSES.items()}
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, computed={"ALGORITHMS": _algorithms})

@@ -21,7 +21,7 @@ is missing.
 
 from __future__ import annotations
 
-import importlib
+from pgtheory.extras import lazy_exports
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (keeps the import cheap)
 if TYPE_CHECKING:  # the names as static tools (type checkers, mkdocstrings) see them
@@ -58,23 +58,4 @@ __all__ = ["PROBE_DESCRIPTIONS", "CheckFailed", "CheckResult", "Iteration", "Lin
            "plan", "probe_mdp", "probe_solution", "run_audit", "run_suite", "strategies"]
 
 
-def __getattr__(name: str):
-    """Import the submodule defining ``name`` on first use (PEP 562); AttributeError otherwise.
-
-    Raises
-    ------
-    pgtheory.extras.MissingExtraError
-        The submodule needs the ``oracles`` extra and it is not installed.
-    """
-    module = _EXPORTS.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=_SUBMODULES)

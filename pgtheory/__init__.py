@@ -24,7 +24,7 @@ only; the optional parts (:mod:`pgtheory.oracles`, :mod:`pgtheory.implementation
 
 from __future__ import annotations
 
-import importlib
+from pgtheory.extras import lazy_exports
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (keeps the import cheap)
 if TYPE_CHECKING:  # the names as static tools (type checkers, mkdocstrings) see them
@@ -166,17 +166,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """Import the submodule defining ``name`` on first use (PEP 562); AttributeError otherwise."""
-    module = _EXPORTS.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(f"pgtheory.{module}"), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"pgtheory.{name}")
-    raise AttributeError(f"module 'pgtheory' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__, *_SUBMODULES})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=_SUBMODULES)

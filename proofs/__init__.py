@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import importlib
 
+from pgtheory.extras import lazy_exports
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (keeps the import cheap)
 if TYPE_CHECKING:  # the names as static tools (type checkers, mkdocstrings) see them
     from pgtheory.proofs._core import Theorem, Verdict
@@ -47,29 +49,13 @@ _EXPORTS: dict[str, str] = {
 _THEOREM_MODULES = ("mdp_theorems", "distribution_theorems", "estimator_theorems")
 
 
-def __getattr__(name: str):
-    """Import the submodule defining ``name`` on first use (PEP 562); AttributeError otherwise.
-
-    ``THEOREMS`` maps each theorem's name to its :class:`Theorem`.
-
-    Raises
-    ------
-    pgtheory.extras.MissingExtraError
-        sympy (the ``proofs`` extra) is not installed.
-    """
-    if name == "THEOREMS":
-        value = {t.name: t for module in _THEOREM_MODULES
-                 for t in importlib.import_module(f"{__name__}.{module}").THEOREMS}
-    elif name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # later lookups skip this function
-    return value
+def _theorems() -> dict:
+    """``THEOREMS``: theorem name -> Theorem (the MDP, distribution and estimator theorems)."""
+    return {t.name: t for module in _THEOREM_MODULES
+            for t in importlib.import_module(f"{__name__}.{module}").THEOREMS}
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, computed={"THEOREMS": _theorems})
 
 
 def prove(names=None, *, on_result=None) -> list[tuple[Theorem, Verdict]]:
