@@ -33,6 +33,32 @@ With ``A_K = A - B K`` and ``W_K = W + B D B^T`` (the closed-loop noise):
 * mean KL under a state second moment ``S``: ``E_x KL(N(-K1 x, D1) || N(-K2 x, D2)) =
   sum_i [log(s2_i/s1_i) + s1_i^2/(2 s2_i^2) - 1/2] + (1/2) tr((K2 - K1)^T D2^{-1} (K2 - K1) S)``.
 
+Affine policies and time limits
+-------------------------------
+An affine policy ``u_t ~ N(-K x_t + k, D)`` (bias ``k`` (m,): a linear layer with bias, e.g.
+Stable-Baselines3 with ``net_arch=[]``) makes the state mean non-zero and the value quadratic
+with a linear term. Every function taking ``bias=`` reduces to the forms above at ``k = 0``.
+With ``b = B k``:
+
+* state law from a reset (:func:`state_moments`): ``x_t ~ N(mu_t, C_t)`` exactly (a linear
+  Gaussian recursion), ``mu_0 = 0``, ``C_0 = Sigma0``, ``mu_{t+1} = A_K mu_t + b``,
+  ``C_{t+1} = A_K C_t A_K^T + W_K``; the second moment is ``S_t = C_t + mu_t mu_t^T``;
+* one-step expected cost: ``E[x^T Q x + u^T R u | x] = x^T (Q + K^T R K) x - 2 k^T R K x
+  + k^T R k + tr(R D)``;
+* value ``V(x) = -(x^T P x + p^T x + c)`` (:func:`value_function`): matching the quadratic,
+  linear and constant terms of ``V(x) = E[r + gamma V(x')]`` with ``E[x' | x] = A_K x + b``,
+  ``Cov[x' | x] = W_K`` gives ``P`` as above,
+  ``p = (I - gamma A_K^T)^{-1} (2 gamma A_K^T P b - 2 K^T R k)`` and
+  ``c = (k^T R k + tr(R D) + gamma (b^T P b + p^T b + tr(P W_K))) / (1 - gamma)``;
+* episodes truncated after ``T`` steps (:func:`finite_horizon_values`): the same matching,
+  backward from ``V_T = 0``: ``P_t = Q + K^T R K + gamma A_K^T P_{t+1} A_K``,
+  ``p_t = -2 K^T R k + gamma A_K^T (2 P_{t+1} b + p_{t+1})``,
+  ``c_t = k^T R k + tr(R D) + gamma (b^T P_{t+1} b + p_{t+1}^T b + tr(P_{t+1} W_K) + c_{t+1})``,
+  ``t`` counting steps since the reset; ``J_T = E[V_0(x_0)] = -(tr(P_0 Sigma0) + c_0)``;
+* mean KL under a state law with mean ``mu`` and second moment ``S``: the mean difference
+  ``(K2 - K1) x + (k1 - k2)`` enters through ``E[(G x + h)^T D2^{-1} (G x + h)] =
+  tr(G^T D2^{-1} G S) + 2 h^T D2^{-1} G mu + h^T D2^{-1} h``.
+
 The closed loop must be stabilizing under the discount: spectral radius of
 ``sqrt(gamma) (A - B K)`` below 1, else :class:`UnstableClosedLoopError`.
 
@@ -69,18 +95,22 @@ __all__ = [
     "LQRTRPOStep",
     "QuadraticValue",
     "RiccatiSolution",
+    "StateMoments",
     "UnstableClosedLoopError",
     "action_values",
     "advantages",
+    "buffer_state_moments",
     "double_integrator",
     "expected_return",
     "finite_horizon_return",
     "finite_horizon_riccati",
+    "finite_horizon_values",
     "fisher_matrix",
     "kl_divergence",
     "natural_gradient",
     "optimal_policy",
     "policy_gradient",
+    "state_moments",
     "state_second_moment",
     "surrogate",
     "trpo_step",
@@ -190,6 +220,32 @@ def _policy(model: LQRModel, K, log_sigma, *, suffix: str = ""):
     return Kx, ls
 
 
+def _bias(model: LQRModel, bias, *, suffix: str = "") -> np.ndarray:
+    """The policy's bias ``k`` (m,), zeros when ``bias`` is None."""
+    if bias is None:
+        return np.zeros(model.n_action)
+    k = as_float_array(bias, "bias" + suffix, ndim=1)
+    if k.shape != (model.n_action,):
+        raise InvalidArgumentError(f"bias{suffix}: expected shape ({model.n_action},), "
+                                   f"received {k.shape}")
+    return k
+
+
+def _affine_terms(model: LQRModel, K: np.ndarray, k: np.ndarray, P: np.ndarray, c: float,
+                  AK: np.ndarray, D: np.ndarray, WK: np.ndarray) -> tuple[np.ndarray, float]:
+    """Linear term ``p`` and constant ``c`` of the discounted value of ``N(-K x + k, D)``
+    (module docstring); ``(zeros, c)`` when ``k = 0``."""
+    if not np.any(k):
+        return np.zeros(model.n_state), c
+    g = model.gamma
+    b = model.B @ k
+    rhs = 2.0 * g * AK.T @ P @ b - 2.0 * K.T @ model.R @ k
+    p = np.linalg.solve(np.eye(model.n_state) - g * AK.T, rhs)
+    c_aff = (k @ model.R @ k + np.trace(model.R @ D)
+             + g * (b @ P @ b + p @ b + np.trace(P @ WK))) / (1.0 - g)
+    return p, float(c_aff)
+
+
 def _closed_loop(model: LQRModel, K: np.ndarray) -> np.ndarray:
     AK = model.A - model.B @ K
     radius = float(np.max(np.abs(np.linalg.eigvals(np.sqrt(model.gamma) * AK))))
@@ -233,36 +289,46 @@ def _gain_terms(model: LQRModel, K: np.ndarray, P: np.ndarray):
 
 @dataclasses.dataclass(frozen=True)
 class QuadraticValue:
-    """``V(x) = -(x^T P x + c)``.
+    """``V(x) = -(x^T P x + p^T x + c)``.
 
     Attributes
     ----------
     P : ndarray, shape (n, n)
     c : float
+    p : ndarray, shape (n,), or None
+        Linear term (non-zero for policies with a bias); None means zero.
     """
 
     P: np.ndarray
     c: float
+    p: np.ndarray | None = None
 
     def __call__(self, x) -> np.ndarray:
         """V at states ``x`` of shape (..., n); returns shape (...)."""
         x = np.asarray(x, dtype=float)
-        return -(np.einsum("...i,ij,...j->...", x, self.P, x) + self.c)
+        lin = 0.0 if self.p is None else x @ self.p
+        return -(np.einsum("...i,ij,...j->...", x, self.P, x) + lin + self.c)
 
 
-def value_function(model: LQRModel, K, log_sigma) -> QuadraticValue:
-    """Exact value function ``V(x) = -(x^T P x + c)`` of the policy ``N(-K x, diag(sigma^2))``.
+def value_function(model: LQRModel, K, log_sigma, *, bias=None) -> QuadraticValue:
+    """Exact value function ``V(x) = -(x^T P x + p^T x + c)`` of ``N(-K x + k, diag(sigma^2))``.
+
+    ``p = 0`` without a bias; with one, ``p`` and ``c`` as derived in the module docstring
+    (matching the linear and constant terms of the Bellman equation).
 
     Parameters
     ----------
     model : LQRModel
     K : array_like, shape (m, n)
     log_sigma : array_like, shape (m,)
+    bias : array_like, shape (m,), optional
+        The policy mean's bias ``k`` (default zero).
 
     Returns
     -------
     QuadraticValue
-        ``P`` (n, n) and ``c`` (reward units); callable on states.
+        ``P`` (n, n), ``c`` (reward units) and ``p`` (n,) (None without a bias); callable on
+        states.
 
     Raises
     ------
@@ -275,12 +341,18 @@ def value_function(model: LQRModel, K, log_sigma) -> QuadraticValue:
     ----------
     Module docstring; Bertsekas (2017), Vol. 1, Sec. 3.2.
     """
-    _, _, _, _, P, _, c = _pieces(model, K, log_sigma)
-    return QuadraticValue(P, c)
+    K, _, AK, D, P, WK, c = _pieces(model, K, log_sigma)
+    if bias is None:
+        return QuadraticValue(P, c)
+    p, c = _affine_terms(model, K, _bias(model, bias), P, c, AK, D, WK)
+    return QuadraticValue(P, c, p)
 
 
-def expected_return(model: LQRModel, K, log_sigma) -> float:
+def expected_return(model: LQRModel, K, log_sigma, *, bias=None) -> float:
     """Exact ``J(K, log_sigma) = E_{x0 ~ N(0, Sigma0)}[V(x0)] = -(tr(P Sigma0) + c)``.
+
+    With ``bias`` (m,) the policy is ``N(-K x + k, D)`` and ``c`` is the affine constant
+    (module docstring); ``p^T x0`` has mean zero.
 
     Returns
     -------
@@ -296,8 +368,8 @@ def expected_return(model: LQRModel, K, log_sigma) -> float:
     ----------
     Fazel et al. (2018), arXiv:1801.05039, Sec. 2 (cost ``C(K)``, here discounted and noisy).
     """
-    _, _, _, _, P, _, c = _pieces(model, K, log_sigma)
-    return float(-(np.trace(P @ model.Sigma0) + c))
+    V = value_function(model, K, log_sigma, bias=bias)
+    return float(-(np.trace(V.P @ model.Sigma0) + V.c))
 
 
 def action_values(model: LQRModel, K, log_sigma, x, u) -> np.ndarray:
@@ -469,16 +541,25 @@ def natural_gradient(model: LQRModel, K, log_sigma) -> tuple[np.ndarray, np.ndar
 
 
 def kl_divergence(model: LQRModel, K, log_sigma, K_new, log_sigma_new, *,
-                  state_second_moment_=None) -> float:
-    """Exact mean ``E_x[KL(pi(.|x) || pi_new(.|x))]`` between linear-Gaussian policies.
+                  state_second_moment_=None, bias=None, bias_new=None,
+                  state_mean=None) -> float:
+    """Exact mean ``E_x[KL(pi(.|x) || pi_new(.|x))]`` between (affine) Gaussian policies.
 
     ``sum_i [log(s2_i / s1_i) + s1_i^2 / (2 s2_i^2) - 1/2]
-    + (1/2) tr((K2 - K1)^T D2^{-1} (K2 - K1) S)`` with ``S = E[x x^T]``.
+    + (1/2) [tr(G^T D2^{-1} G S) + 2 h^T D2^{-1} G mu + h^T D2^{-1} h]`` with
+    ``G = K2 - K1``, ``h = k1 - k2`` (the biases), ``S = E[x x^T]`` and ``mu = E[x]``: the
+    per-state Gaussian KL (mean difference ``G x + h``) averaged over ``x``, which needs only
+    the first two moments of the state law.
 
     Parameters
     ----------
     state_second_moment_ : array_like, shape (n, n), optional
-        ``S``; default the normalized discounted second moment of ``(K, log_sigma)``.
+        ``S``; default the normalized discounted second moment of ``(K, log_sigma)`` (zero
+        bias).
+    bias, bias_new : array_like, shape (m,), optional
+        The two policies' biases ``k1``, ``k2`` (default zero).
+    state_mean : array_like, shape (n,), optional
+        ``mu``; default zero (needed only when the biases differ).
 
     Returns
     -------
@@ -496,12 +577,23 @@ def kl_divergence(model: LQRModel, K, log_sigma, K_new, log_sigma_new, *,
     """
     K1, l1 = _policy(model, K, log_sigma)
     K2, l2 = _policy(model, K_new, log_sigma_new, suffix="_new")
+    k1, k2 = _bias(model, bias), _bias(model, bias_new, suffix="_new")
     S = (state_second_moment(model, K1, l1) if state_second_moment_ is None
          else as_float_array(state_second_moment_, "state_second_moment_", ndim=2))
+    if S.shape != (model.n_state, model.n_state):
+        raise InvalidArgumentError(f"state_second_moment_: expected shape "
+                                   f"{(model.n_state, model.n_state)}, received {S.shape}")
+    mu = np.zeros(model.n_state) if state_mean is None else as_float_array(
+        state_mean, "state_mean", ndim=1)
+    if mu.shape != (model.n_state,):
+        raise InvalidArgumentError(f"state_mean: expected shape ({model.n_state},), received "
+                                   f"{mu.shape}")
     s1, s2 = np.exp(2.0 * l1), np.exp(2.0 * l2)
     per_dim = np.sum(l2 - l1 + s1 / (2.0 * s2) - 0.5)
-    dK = K2 - K1
-    return float(per_dim + 0.5 * np.trace(dK.T @ np.diag(1.0 / s2) @ dK @ S))
+    G, h = K2 - K1, k1 - k2
+    Dinv = np.diag(1.0 / s2)
+    mean_term = np.trace(G.T @ Dinv @ G @ S) + 2.0 * h @ Dinv @ G @ mu + h @ Dinv @ h
+    return float(per_dim + 0.5 * mean_term)
 
 
 def surrogate(model: LQRModel, K, log_sigma, K_new, log_sigma_new) -> float:
@@ -685,12 +777,164 @@ def finite_horizon_riccati(model: LQRModel, horizon: int) -> tuple[np.ndarray, n
     return gains, P
 
 
-def finite_horizon_return(model: LQRModel, K, log_sigma, horizon: int) -> float:
+@dataclasses.dataclass(frozen=True)
+class StateMoments:
+    """Exact Gaussian law of the states ``x_0 .. x_L`` after a reset.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (L + 1, n)
+        ``mu_t = E[x_t]``.
+    covariance : ndarray, shape (L + 1, n, n)
+        ``C_t = Cov[x_t]``.
+    """
+
+    mean: np.ndarray
+    covariance: np.ndarray
+
+    @property
+    def second_moment(self) -> np.ndarray:
+        """``S_t = E[x_t x_t^T] = C_t + mu_t mu_t^T``, shape (L + 1, n, n)."""
+        return self.covariance + np.einsum("ti,tj->tij", self.mean, self.mean)
+
+
+def _per_step(model: LQRModel, K, log_sigma, bias, steps: int):
+    """Per-step policy arrays ``(K_t, log_sigma_t, k_t)`` of shapes (L, m, n), (L, m), (L, m)
+    from stationary or per-step inputs."""
+    m, n = model.n_action, model.n_state
+    out = []
+    for name, x, shape in (("K", K, (m, n)), ("log_sigma", log_sigma, (m,)),
+                           ("bias", np.zeros(m) if bias is None else bias, (m,))):
+        a = as_float_array(x, name)
+        if a.shape == shape:
+            a = np.broadcast_to(a, (steps, *shape))
+        elif a.shape != (steps, *shape):
+            raise InvalidArgumentError(f"{name}: expected shape {shape} (stationary) or "
+                                       f"{(steps, *shape)} (one per step), received {a.shape}")
+        out.append(a)
+    return out
+
+
+def state_moments(model: LQRModel, K, log_sigma, steps: int, *, bias=None) -> StateMoments:
+    """Exact law ``x_t ~ N(mu_t, C_t)``, ``t = 0 .. steps``, of the states after a reset.
+
+    ``mu_0 = 0``, ``C_0 = Sigma0``; ``mu_{t+1} = A_{K_t} mu_t + B k_t`` and
+    ``C_{t+1} = A_{K_t} C_t A_{K_t}^T + W + B D_t B^T`` (``x_{t+1} = A_{K_t} x_t + B k_t +
+    B D_t^{1/2} z_t + w_t`` with independent Gaussian ``z_t``, ``w_t``: a linear Gaussian
+    recursion, so the law stays Gaussian). The policy may change with ``t`` (the first steps of
+    an episode collected before an update). No stability requirement.
+
+    Parameters
+    ----------
+    model : LQRModel
+    K : array_like, shape (m, n) or (steps, m, n)
+    log_sigma : array_like, shape (m,) or (steps, m)
+    steps : int
+        ``L >= 0``.
+    bias : array_like, shape (m,) or (steps, m), optional
+        ``k_t`` (default zero).
+
+    Returns
+    -------
+    StateMoments
+        ``mean`` (L + 1, n), ``covariance`` (L + 1, n, n), state units.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Shapes, non-finite values, ``steps`` negative.
+    NonFiniteResultError
+        The moments overflow float64.
+
+    References
+    ----------
+    Module docstring (affine policies); Anderson & Moore (1979), *Optimal Filtering*, Ch. 4
+    (moments of linear Gaussian systems).
+    """
+    L = check_positive_int(steps, "steps", minimum=0)
+    Ks, ls, ks = _per_step(model, K, log_sigma, bias, L)
+    n = model.n_state
+    mean = np.zeros((L + 1, n))
+    cov = np.zeros((L + 1, n, n))
+    cov[0] = model.Sigma0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(L):
+            AK = model.A - model.B @ Ks[t]
+            D = np.diag(np.exp(2.0 * ls[t]))
+            mean[t + 1] = AK @ mean[t] + model.B @ ks[t]
+            C = AK @ cov[t] @ AK.T + model.W + model.B @ D @ model.B.T
+            cov[t + 1] = 0.5 * (C + C.T)
+    ensure_finite_result(cov, "state_moments (the closed loop grows too fast)")
+    return StateMoments(mean, cov)
+
+
+def buffer_state_moments(model: LQRModel, K, log_sigma, *, time_limit: int, num_steps: int,
+                         phases, bias=None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and second moment of the state at a uniformly drawn position of a rollout buffer.
+
+    The buffer holds ``num_steps`` consecutive steps of each of ``N`` envs that never
+    terminate and are truncated every ``time_limit`` steps, collected continuously across
+    episodes (a buffer end cuts an episode, the next buffer continues it). Env ``j`` has made
+    ``phases[j]`` steps of its current episode when the buffer starts, so buffer row ``t``
+    holds a state ``(phases[j] + t) mod time_limit`` steps after a reset; with one stationary
+    policy the state there has the law of :func:`state_moments` at that count. The buffer's
+    law is the equal-weight mixture over its ``num_steps * N`` positions:
+    ``mu = mean_pos mu_e``, ``S = mean_pos (C_e + mu_e mu_e^T)``.
+
+    Parameters
+    ----------
+    model : LQRModel
+    K : array_like, shape (m, n)
+    log_sigma : array_like, shape (m,)
+    time_limit, num_steps : int
+    phases : array_like of int, shape (N,)
+        Each in ``[0, time_limit)``.
+    bias : array_like, shape (m,), optional
+
+    Returns
+    -------
+    mean : ndarray, shape (n,)
+    second_moment : ndarray, shape (n, n)
+
+    Raises
+    ------
+    InvalidArgumentError
+        Shapes, non-positive sizes, a phase outside ``[0, time_limit)``.
+
+    References
+    ----------
+    Module docstring; :func:`state_moments`.
+    """
+    T = check_positive_int(time_limit, "time_limit")
+    L = check_positive_int(num_steps, "num_steps")
+    ph = np.asarray(phases)
+    if ph.ndim != 1 or ph.size == 0 or not np.issubdtype(ph.dtype, np.integer) or \
+            ph.min() < 0 or ph.max() >= T:
+        raise InvalidArgumentError(f"phases: expected a non-empty 1-D array of integers in "
+                                   f"[0, {T}), received {np.asarray(phases)!r}")
+    law = state_moments(model, K, log_sigma, T - 1, bias=bias)
+    elapsed = (ph[None, :] + np.arange(L)[:, None]) % T
+    counts = np.bincount(elapsed.ravel(), minlength=T) / elapsed.size
+    return (np.einsum("e,ei->i", counts, law.mean),
+            np.einsum("e,eij->ij", counts, law.second_moment))
+
+
+def finite_horizon_return(model: LQRModel, K, log_sigma, horizon: int, *, bias=None) -> float:
     """Exact ``E[sum_{t<T} gamma^t r_t]`` for episodes cut after ``T`` steps (any ``K``).
 
-    ``-sum_t gamma^t [tr((Q + K^T R K) S_t) + tr(R D)]`` with ``S_0 = Sigma0``,
-    ``S_{t+1} = A_K S_t A_K^T + W_K`` (no stability requirement), propagated as the discounted
-    moments ``gamma^t S_t`` so that loops stable only under the discount do not overflow.
+    ``-sum_t gamma^t [tr((Q + K^T R K) S_t) - 2 k^T R K mu_t + k^T R k + tr(R D)]`` with the
+    state moments of :func:`state_moments` (``mu_t = 0``, ``S_t`` the second moment, without
+    a bias). No stability requirement: the moments are propagated discounted,
+    ``m_t = gamma^{t/2} mu_t`` and ``S~_t = gamma^t S_t``
+    (``m_{t+1} = sqrt(gamma) (A_K m_t + gamma^{t/2} b)``,
+    ``S~_{t+1} = gamma (A_K S~_t A_K^T + gamma^{t/2} (A_K m_t b^T + b m_t^T A_K^T)
+    + gamma^t (b b^T + W_K))``, ``b = B k``), so that loops stable only under the discount do
+    not overflow.
+
+    Parameters
+    ----------
+    bias : array_like, shape (m,), optional
+        The policy ``N(-K x + k, D)``'s bias (default zero).
 
     Returns
     -------
@@ -706,27 +950,91 @@ def finite_horizon_return(model: LQRModel, K, log_sigma, horizon: int) -> float:
 
     References
     ----------
-    Module docstring (second-moment recursion).
+    Module docstring (second-moment recursion, affine policies).
     """
     K, ls = _policy(model, K, log_sigma)
+    k = _bias(model, bias)
     T = check_positive_int(horizon, "horizon")
     D = np.diag(np.exp(2.0 * ls))
     AK = model.A - model.B @ K
     WK = model.W + model.B @ D @ model.B.T
     M = model.Q + K.T @ model.R @ K
     g = model.gamma
-    # discounted moments S~_t = gamma^t E[x_t x_t^T] stay bounded whenever the loop is stable
-    # under the discount, even if E[x_t x_t^T] itself grows
-    S, coef, total = model.Sigma0.copy(), 1.0, 0.0
-    cost_u = float(np.trace(model.R @ D))
+    b = model.B @ k
+    bb = np.outer(b, b)
+    RKk = K.T @ model.R @ k  # the cross term -2 k^T R K mu = -2 (K^T R k)^T mu
+    # discounted moments stay bounded whenever the loop is stable under the discount, even if
+    # E[x_t x_t^T] itself grows
+    S, mt, coef, total = model.Sigma0.copy(), np.zeros(model.n_state), 1.0, 0.0
+    cost_u = float(np.trace(model.R @ D) + k @ model.R @ k)
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(T):
-            total += float(np.trace(M @ S)) + coef * cost_u
-            S = g * (AK @ S @ AK.T) + (g * coef) * WK
+            s = np.sqrt(coef)
+            total += float(np.trace(M @ S)) - 2.0 * s * float(RKk @ mt) + coef * cost_u
+            cross = np.outer(AK @ mt, b)
+            S = g * (AK @ S @ AK.T + s * (cross + cross.T)) + (g * coef) * (WK + bb)
+            mt = np.sqrt(g) * (AK @ mt + s * b)
             coef *= g
     ensure_finite_result(np.array(total), "finite_horizon_return (the closed loop grows faster "
                                           "than the discount shrinks over this horizon)")
     return float(-total)
+
+
+def finite_horizon_values(model: LQRModel, K, log_sigma, horizon: int, *,
+                          bias=None) -> list[QuadraticValue]:
+    """Exact values ``V_t(x) = -(x^T P_t x + p_t^T x + c_t)`` of episodes cut after ``T`` steps.
+
+    ``V_t`` is the expected discounted return of the remaining ``T - t`` steps from state ``x``
+    reached ``t`` steps after the reset (``t = 0 .. T``, ``V_T = 0``): backward from
+    ``P_T = 0``, ``p_T = 0``, ``c_T = 0`` with the recursions of the module docstring
+    (``P_t = Q + K^T R K + gamma A_K^T P_{t+1} A_K``, ``p_t = -2 K^T R k + gamma A_K^T
+    (2 P_{t+1} b + p_{t+1})``, ``c_t = k^T R k + tr(R D) + gamma (b^T P_{t+1} b + p_{t+1}^T b +
+    tr(P_{t+1} W_K) + c_{t+1})``, ``b = B k``). ``E[V_0(x_0)] = -(tr(P_0 Sigma0) + c_0)`` is
+    :func:`finite_horizon_return`. No stability requirement.
+
+    Parameters
+    ----------
+    model : LQRModel
+    K : array_like, shape (m, n)
+    log_sigma : array_like, shape (m,)
+    horizon : int
+        ``T >= 1``.
+    bias : array_like, shape (m,), optional
+
+    Returns
+    -------
+    list of QuadraticValue
+        ``T + 1`` values, indexed by steps since the reset (``p`` always set).
+
+    Raises
+    ------
+    InvalidArgumentError
+        Shapes, non-finite values, ``horizon`` not a positive integer.
+
+    References
+    ----------
+    Module docstring; Bertsekas (2017), Vol. 1, Sec. 3.2 (finite-horizon recursion for a fixed
+    policy).
+    """
+    K, ls = _policy(model, K, log_sigma)
+    k = _bias(model, bias)
+    T = check_positive_int(horizon, "horizon")
+    g, n = model.gamma, model.n_state
+    D = np.diag(np.exp(2.0 * ls))
+    AK = model.A - model.B @ K
+    WK = model.W + model.B @ D @ model.B.T
+    M = model.Q + K.T @ model.R @ K
+    b = model.B @ k
+    P, p, c = np.zeros((n, n)), np.zeros(n), 0.0
+    out = [QuadraticValue(P, c, p)]
+    const_u = float(k @ model.R @ k + np.trace(model.R @ D))
+    for _ in range(T):
+        c = const_u + g * (float(b @ P @ b + p @ b + np.trace(P @ WK)) + c)
+        p = -2.0 * K.T @ model.R @ k + g * AK.T @ (2.0 * P @ b + p)
+        P = M + g * AK.T @ P @ AK
+        P = 0.5 * (P + P.T)
+        out.append(QuadraticValue(P, c, p))
+    return out[::-1]
 
 
 # ------------------------------------------------------------------- gymnasium env
