@@ -7,6 +7,11 @@ are the only additions for the audit; without an audit each is a no-op.
 ``--truncation-bug`` reproduces CleanRL #198: time-limit truncation treated as termination
 (``done = terminated or truncated`` cuts the bootstrap, so no ``gamma * V(final_obs)``).
 
+``--autoreset next-step`` collects under gymnasium 1.x's default autoreset mode: the step after
+an episode end only resets its env (action ignored, reward 0), so the loop marks that slot and
+leaves it out of every minibatch; ``--train-on-reset-slots`` keeps it in (a loop written for
+same-step autoreset run under next-step autoreset; CleanRL #499, Gymnasium PR #1227).
+
 Run it::
 
     python examples/ppo_loop.py --env-id CartPole-v1
@@ -16,6 +21,8 @@ Audit it (from this folder, or with it on ``PYTHONPATH``)::
 
     pgtheory audit ppo_loop:target --quick          # correct
     pgtheory audit ppo_loop:buggy_target --quick    # CleanRL #198
+    pgtheory audit ppo_loop:next_step_target --quick             # correct, next-step autoreset
+    pgtheory audit ppo_loop:reset_slot_buggy_target --quick      # trains on the reset slots
 
 References: Schulman et al. (2017), arXiv:1707.06347v2, Eqs. (7), (9); GAE: Schulman et al.
 (2016), arXiv:1506.02438v6, Eq. (16); CleanRL ``ppo.py`` / ``ppo_continuous_action.py``
@@ -55,6 +62,8 @@ class Args:
     max_grad_norm: float = 0.5
     hidden: int = 64
     truncation_bug: bool = False  # CleanRL #198: bootstrap cut at truncation too
+    autoreset: str = "same-step"  # or "next-step", gymnasium 1.x's default
+    train_on_reset_slots: bool = False  # next-step: the reset slots left in the minibatches
 
 
 def parse_args(argv=None) -> Args:
@@ -65,7 +74,10 @@ def parse_args(argv=None) -> Args:
             parser.add_argument(flag, action="store_true", default=f.default)
         else:
             parser.add_argument(flag, type=type(f.default), default=f.default)
-    return Args(**vars(parser.parse_args(argv)))
+    args = Args(**vars(parser.parse_args(argv)))
+    if args.autoreset not in ("same-step", "next-step"):
+        parser.error(f"--autoreset: expected same-step or next-step, received {args.autoreset}")
+    return args
 
 
 def layer(n_in: int, n_out: int, std: float = np.sqrt(2)) -> nn.Linear:
@@ -115,8 +127,10 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
 
+    next_step = args.autoreset == "next-step"
+    mode = gym.vector.AutoresetMode.NEXT_STEP if next_step else gym.vector.AutoresetMode.SAME_STEP
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(args.num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+                                    autoreset_mode=mode)
     envs = recording.record_env(envs)  # pgtheory
     agent = Agent(envs, args.hidden)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
@@ -129,12 +143,15 @@ def main(argv=None) -> dict:
     logprobs, rewards, values, next_values = (torch.zeros((T, N)) for _ in range(4))
     terminated, truncated = torch.zeros((T, N)), torch.zeros((T, N))
     advantages = torch.zeros((T, N))
+    valid = torch.ones((T, N), dtype=torch.bool)  # next-step: False where the env only resets
+    resetting = np.zeros(N, bool)
     episode_returns = []
 
     next_obs = torch.as_tensor(envs.reset(seed=args.seed)[0], dtype=torch.float32)
     for _iteration in range(num_iterations):
         for step in range(T):
             obs[step] = next_obs
+            valid[step] = torch.as_tensor(~resetting)
             with torch.no_grad():
                 dist = agent.distribution(next_obs)
                 action = dist.sample()
@@ -142,7 +159,7 @@ def main(argv=None) -> dict:
                 values[step] = agent.value(next_obs)
             actions[step] = action
             o, r, term, trunc, info = envs.step(action.numpy())
-            final_obs = o.copy()  # the true s_{t+1}: SAME_STEP puts it in info["final_obs"]
+            final_obs = o.copy()  # the true s_{t+1} (SAME_STEP puts it in info["final_obs"])
             for n in np.flatnonzero(info.get("_final_obs", np.zeros(N, bool))):
                 final_obs[n] = info["final_obs"][n]
             with torch.no_grad():
@@ -151,7 +168,8 @@ def main(argv=None) -> dict:
             terminated[step] = torch.as_tensor(term, dtype=torch.float32)
             truncated[step] = torch.as_tensor(trunc, dtype=torch.float32)
             next_obs = torch.as_tensor(o, dtype=torch.float32)
-            ended_info = info.get("final_info", {})  # SAME_STEP: the ended episodes' infos
+            resetting = (term | trunc) if next_step else resetting  # next step only resets
+            ended_info = info.get("final_info", info)  # SAME_STEP: the ended episodes' infos
             for n in np.flatnonzero(ended_info.get("_episode", np.zeros(N, bool))):
                 episode_returns.append(float(ended_info["episode"]["r"][n]))
 
@@ -170,12 +188,14 @@ def main(argv=None) -> dict:
         b_obs = obs.reshape((-1, *envs.single_observation_space.shape))
         b_actions = actions.reshape((-1, *envs.single_action_space.shape))
         b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
-        b_returns = returns.reshape(-1)
+        b_returns, b_valid = returns.reshape(-1), valid.reshape(-1).numpy()
         b_inds = np.arange(batch_size)
         for _epoch in range(args.update_epochs):
             rng.shuffle(b_inds)
             for start in range(0, batch_size, minibatch_size):
                 mb_inds = b_inds[start:start + minibatch_size]
+                if not args.train_on_reset_slots:  # next-step autoreset: no transition there
+                    mb_inds = mb_inds[b_valid[mb_inds]]
                 dist = agent.distribution(b_obs[mb_inds])
                 ratio = (dist.log_prob(b_actions[mb_inds]) - b_logprobs[mb_inds]).exp()
                 mb_adv = b_advantages[mb_inds]
@@ -209,6 +229,16 @@ def target(argv=()) -> recording.LoopTarget:  # pgtheory: `pgtheory audit ppo_lo
 def buggy_target() -> recording.LoopTarget:
     """The loop with CleanRL #198 (``pgtheory audit ppo_loop:buggy_target``)."""
     return target(["--truncation-bug"])
+
+
+def next_step_target() -> recording.LoopTarget:
+    """The loop under next-step autoreset, reset slots left out (correct)."""
+    return target(["--autoreset", "next-step"])
+
+
+def reset_slot_buggy_target() -> recording.LoopTarget:
+    """Next-step autoreset with the reset slots trained on (CleanRL #499)."""
+    return target(["--autoreset", "next-step", "--train-on-reset-slots"])
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
     checked = 0
     for k, it in enumerate(iterations):
         r = it.rollout
-        if not is_finite(r.advantages):
+        if not is_finite(np.asarray(r.advantages)[r.valid_mask()]):
             return CheckResult(name, LAYER, "fail", "finite advantages", "NaN/inf",
                                f"iteration {k}: the stored advantages contain NaN or inf")
         try:
@@ -88,10 +88,11 @@ def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
             return CheckResult(name, LAYER, "fail", "critic values", type(exc).__name__,
                                f"the agent's value() raised {exc!r}")
         T, N = r.shape
+        ok = r.valid_mask()  # next-step autoreset slots carry no transition: not compared
         v, nv = vals if vals is not None else (np.zeros((T, N)), np.zeros((T, N)))
         if r.values is not None and vals is not None and not np.allclose(
-                r.values, v, rtol=rtol, atol=atol):
-            i = np.unravel_index(np.argmax(np.abs(r.values - v)), v.shape)
+                np.where(ok, r.values, v), v, rtol=rtol, atol=atol):
+            i = np.unravel_index(np.argmax(np.where(ok, np.abs(r.values - v), 0.0)), v.shape)
             return CheckResult(name, LAYER, "fail", f"{v[i]:.6g}", f"{r.values[i]:.6g}",
                                f"iteration {k}: the stored values are not the critic's values "
                                f"at collection time (step {i[0]}, env {i[1]}): values computed "
@@ -106,11 +107,11 @@ def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
                        inputs["truncated"], gamma, gae_lambda, next_values=np.zeros_like(v))
         allowed = atol + FLOAT32_GAE_ROUNDING * scale
 
-        def close(a, b, allowed=allowed) -> bool:
-            return bool(np.all(np.abs(a - b) <= allowed + rtol * np.abs(b)))
+        def close(a, b, allowed=allowed, ok=ok) -> bool:
+            return bool(np.all((np.abs(a - b) <= allowed + rtol * np.abs(b)) | ~ok))
 
         got = np.asarray(r.advantages, float)
-        checked += got.size
+        checked += int(ok.sum())
         if close(got, want):
             continue
         why = "no known defect reproduces them"
@@ -121,7 +122,7 @@ def check_batch_advantages(agent, iterations: list[Iteration], *, gamma: float,
                     break
             except Exception:  # a variant that does not apply to these inputs
                 continue
-        i = np.unravel_index(np.argmax(np.abs(got - want)), got.shape)
+        i = np.unravel_index(np.argmax(np.where(ok, np.abs(got - want), 0.0)), got.shape)
         return CheckResult(name, LAYER, "fail", f"{want[i]:.6g}", f"{got[i]:.6g}",
                            f"iteration {k}: stored advantages differ from GAE recomputed on the "
                            f"same batch (worst at step {i[0]}, env {i[1]}); {why}",
@@ -159,8 +160,9 @@ def check_batch_returns(iterations: list[Iteration], *, rtol: float = 1e-4,
         if r.returns is None or r.values is None:
             return CheckResult(name, LAYER, "skip", "values and returns", "not recorded",
                                "the rollout records no critic values or targets")
+        ok = r.valid_mask()  # next-step autoreset slots carry no transition: not compared
         want = np.asarray(r.advantages, float) + np.asarray(r.values, float)
-        got = np.asarray(r.returns, float)
+        got = np.where(ok, np.asarray(r.returns, float), want)
         if not is_finite(got) or not np.allclose(got, want, rtol=rtol, atol=atol):
             norm = (r.advantages - r.advantages.mean()) / (r.advantages.std() + 1e-8) + r.values
             why = (f"reproduced by: {DEFECTS['value_targets_normalized'].label}"
@@ -170,6 +172,6 @@ def check_batch_returns(iterations: list[Iteration], *, rtol: float = 1e-4,
             return CheckResult(name, LAYER, "fail", f"{want[i]:.6g}", f"{got[i]:.6g}",
                                f"iteration {k}: value targets differ from advantages + values "
                                f"at step {i[0]}, env {i[1]}; {why}", tolerance=rtol)
-        n += got.size
+        n += int(ok.sum())
     return CheckResult(name, LAYER, "pass", "advantages + values", "equal",
                        f"{n} value targets equal advantages + values", tolerance=rtol)

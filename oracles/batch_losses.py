@@ -35,16 +35,24 @@ def _torch():
     return torch
 
 
-def episode_steps(terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+def episode_steps(terminated: np.ndarray, truncated: np.ndarray,
+                  valid: np.ndarray | None = None) -> np.ndarray:
     """Steps since the episode began (T, N), for a buffer whose first row follows resets.
 
     Targets declaring ``gamma_t_weighting`` collect every buffer from fresh resets (see
     :data:`pgtheory.oracles.protocol.HYPERPARAMETERS`), so the count is known from the flags alone.
+    ``valid`` (T, N), optional: next-step autoreset slots (False) are not episode steps; the
+    slot after one starts its episode at 0 (its own count, meaningless, is 0 too).
     """
     T, N = terminated.shape
+    ended = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+    if valid is not None:
+        ended = ended | ~np.asarray(valid, bool)
     e = np.zeros((T, N), int)
     for t in range(1, T):
-        e[t] = np.where(terminated[t - 1] | truncated[t - 1], 0, e[t - 1] + 1)
+        e[t] = np.where(ended[t - 1], 0, e[t - 1] + 1)
+    if valid is not None:
+        e = np.where(valid, e, 0)
     return e
 
 
@@ -52,13 +60,20 @@ _DOMAINS = {"": "no advantage normalization", "minibatch": "per-minibatch normal
             "batch": "whole-batch normalization"}
 
 
-def _normalized_minibatches(adv_all, idx) -> list[tuple[list[str], Any]]:
-    """The distinct minibatch advantages under every normalization: ``[(keys, tensor)]``."""
+def _normalized_minibatches(adv_all, idx, valid=None) -> list[tuple[list[str], Any]]:
+    """The distinct minibatch advantages under every normalization: ``[(keys, tensor)]``.
+    ``valid`` (flat bool tensor, optional): the samples a whole-batch normalization uses
+    (next-step autoreset slots excluded, :attr:`~pgtheory.oracles.protocol.Rollout.valid`)."""
     torch = _torch()
     groups: list[tuple[list[str], Any]] = []
     for key, (domain, *_) in ADVANTAGE_NORMALIZATIONS.items():
-        a = (normalize_advantages(adv_all, key)[idx] if domain == "batch"
-             else normalize_advantages(adv_all[idx], key))
+        if domain == "batch" and valid is not None:
+            full = adv_all.clone()
+            full[valid] = normalize_advantages(adv_all[valid], key)
+            a = full[idx]
+        else:
+            a = (normalize_advantages(adv_all, key)[idx] if domain == "batch"
+                 else normalize_advantages(adv_all[idx], key))
         for keys, b in groups:
             if torch.allclose(a, b, rtol=1e-7, atol=0.0):
                 keys.append(key)
@@ -66,6 +81,27 @@ def _normalized_minibatches(adv_all, idx) -> list[tuple[list[str], Any]]:
         else:
             groups.append(([key], a))
     return groups
+
+
+def _trains_on_reset_slots(agent, names, up, obs_all, act_all, lp_old_all, adv_all,
+                           algorithm, hp, got, rtol) -> bool:
+    """Whether the canonical loss on the minibatch *with* the next-step autoreset slots the
+    checks left out (``up.excluded_indices``) reproduces ``got`` (normalized over all of it)."""
+    torch = _torch()
+    if up.excluded_indices is None or not len(up.excluded_indices):
+        return False
+    idx = torch.as_tensor(np.concatenate([up.indices, up.excluded_indices]))
+    with parameters_set(agent, up.parameters_before):
+        return any(scaled_match(got, canonical_actor_gradient(
+            agent, names, obs_all[idx], act_all[idx], lp_old_all[idx], a, algorithm, hp),
+            rtol)[0] for _, a in _normalized_minibatches(adv_all, idx))
+
+
+def _reset_slot_diagnosis(up) -> str:
+    n = len(up.excluded_indices)
+    return (f"reproduced by: the loss trains on the {n} next-step autoreset slot(s) of this "
+            f"minibatch (the step after an episode end, whose action the env ignored): "
+            f"{DEFECTS['next_step_autoreset'].label}")
 
 
 def _describe_normalizations(keys) -> str:
@@ -266,9 +302,10 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
         act_all = torch.as_tensor(r.flat("actions"))
         lp_old_all = torch.as_tensor(r.flat("log_probs"))
         adv_all = torch.as_tensor(r.flat("advantages"))
+        valid = None if r.valid is None else torch.as_tensor(r.valid_mask().ravel())
         w_all = torch.as_tensor(float(hp["gamma"]) ** episode_steps(
-            np.asarray(r.terminated, bool), np.asarray(r.truncated, bool)).ravel(),
-            dtype=adv_all.dtype)
+            np.asarray(r.terminated, bool), np.asarray(r.truncated, bool),
+            r.valid).ravel(), dtype=adv_all.dtype)
         if weighting:  # REINFORCE's exact discounted gradient: term t weighted by gamma^t
             adv_all, w_all = adv_all * w_all, 1.0 / w_all
         for j, up, got in recorded_gradients(it, names):
@@ -278,7 +315,7 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                                    f"NaN or inf")
             idx = torch.as_tensor(up.indices)
             args = (obs_all[idx], act_all[idx], lp_old_all[idx], algorithm)
-            groups = _normalized_minibatches(adv_all, idx)
+            groups = _normalized_minibatches(adv_all, idx, valid)
             with parameters_set(agent, up.parameters_before):
                 if clip is not None:
                     with torch.no_grad():
@@ -307,6 +344,9 @@ def check_policy_gradients(agent, iterations: list[Iteration], *, algorithm: str
                                + ("declared but not applied" if weighting else
                                   "applied although not declared (gamma_t_weighting)")
                                + " [catalogue: gamma_t_weighting_mismatch]")
+                    elif _trains_on_reset_slots(agent, names, up, obs_all, act_all,
+                                                lp_old_all, adv_all, algorithm, hp, got, rtol):
+                        why = _reset_slot_diagnosis(up)
                     return CheckResult(
                         name, LAYER, "fail", "gradient of the canonical loss",
                         f"relative residual {resid_of[how]:.3g}",
@@ -490,6 +530,15 @@ def check_value_gradients(agent, iterations: list[Iteration], *, hp: dict,
                            for kind in (["max"] if clipped_only else kinds)):
                         why = f"reproduced by: {d.label}"
                         break
+                else:
+                    if up.excluded_indices is not None and len(up.excluded_indices):
+                        both = torch.as_tensor(np.concatenate([up.indices,
+                                                               up.excluded_indices]))
+                        v_both = v_old_all[both] if v_old_all is not None else None
+                        if any(scaled_match(got, grad_of(ret_all[both], kind, idx=both,
+                                                         v_old=v_both), rtol)[0]
+                               for kind in kinds):
+                            why = _reset_slot_diagnosis(up)
                 best = min(resid, key=resid.get)
                 return CheckResult(name, LAYER, "fail", "gradient of the value loss",
                                    f"relative residual {resid[best]:.3g}",

@@ -383,6 +383,11 @@ def check_trpo_steps(agent, iterations: list[Iteration], *, hp: dict, direction_
         logp_old = torch.as_tensor(r.flat("log_probs"))
         adv = torch.as_tensor(r.flat("advantages"))
         sub = getattr(it, "actor_indices", None)
+        if sub is None and r.valid is not None:  # next-step autoreset slots: no transition
+            sub = np.flatnonzero(r.valid_mask().ravel())
+        elif sub is not None and r.valid is not None:
+            sub = np.asarray(sub, dtype=np.int64)
+            sub = sub[r.valid_mask().ravel()[sub]]
         if sub is not None:  # the actor step used a subsample (sb3-contrib sub_sampling_factor)
             sel = torch.as_tensor(np.asarray(sub, dtype=np.int64))
             obs, act, logp_old, adv = obs[sel], act[sel], logp_old[sel], adv[sel]

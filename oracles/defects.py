@@ -404,7 +404,8 @@ _ENTRIES = [
     Defect("next_step_autoreset", "vector envs",
            "a collection loop written for same-step autoreset run under next-step autoreset: a "
            "spurious transition after every episode end", "CleanRL #499; Gymnasium PR #1227",
-           ("given_the_batch.advantages",)),
+           ("given_the_batch.advantages", "given_the_batch.policy_gradient",
+            "given_the_batch.value_gradient")),
     Defect("policy_loss_doubled", "conventions",
            "the policy loss doubled: a positive rescaling, harmless under optimizers that "
            "normalize step sizes (an equivalent mutant, not a defect)", "", (),

@@ -85,7 +85,10 @@ def samples_from_rollouts(batches: list[RolloutBatch], advantages: list, *,
     ``advantages[j]`` has the batch's shape (T, N). Every batch must start at fresh resets.
     With ``units="episodes"`` each episode (the steps of one env column up to and including a
     ``terminated`` or ``truncated`` step) is a unit of replication; with ``"buffers"`` each env
-    column of each batch is one (see the module docstring).
+    column of each batch is one (see the module docstring). Slots a batch marks invalid
+    (``RolloutBatch.valid``: next-step autoreset slots) are left out; a kept sample's ``k``
+    still counts slots to the buffer end (a trace never crosses an episode end, so it never
+    reaches a reset slot).
 
     Returns
     -------
@@ -105,7 +108,7 @@ def samples_from_rollouts(batches: list[RolloutBatch], advantages: list, *,
     if len(batches) != len(advantages):
         raise ValueError(f"advantages: expected one array per batch ({len(batches)}), received "
                          f"{len(advantages)}")
-    cols = {k: [] for k in ("s", "a", "s2", "k", "m", "adv", "u")}
+    cols = {k: [] for k in ("s", "a", "s2", "k", "m", "adv", "u", "keep")}
     unit = 0
     for b, adv in zip(batches, advantages, strict=True):
         adv = np.asarray(adv, dtype=float)
@@ -128,7 +131,11 @@ def samples_from_rollouts(batches: list[RolloutBatch], advantages: list, *,
         else:
             cols["u"].append((unit + np.arange(N))[None, :].repeat(T, axis=0).ravel())
             unit += N
+        cols["keep"].append(np.ones(T * N, bool) if b.valid is None
+                            else np.asarray(b.valid, bool).ravel())
     c = {k: np.concatenate(v) for k, v in cols.items()}
+    keep = c.pop("keep")
+    c = {k: v[keep] for k, v in c.items()}
     return AdvantageSamples(c["s"], c["a"], c["s2"], c["k"], c["m"], c["adv"], c["u"])
 
 
@@ -351,7 +358,8 @@ def check_return_expectation(mdp: pg.TabularMDP, pi, values, lam: float,
 # ------------------------------------------------------------------- gradients
 def expected_loss_gradient(mdp: pg.TabularMDP, pi, values, grad_log_pi, *, lam: float,
                            num_steps: int, time_limit: int | None, ent_coef: float = 0.0,
-                           grad_entropy=None, gamma_t_weighting: bool = False) -> np.ndarray:
+                           grad_entropy=None, gamma_t_weighting: bool = False,
+                           reset_slots: bool = False) -> np.ndarray:
     """Exact expectation of the batch policy-loss gradient of one fresh rollout buffer.
 
     The estimator is ``-(1/T) sum_t w_t A_hat_t grad log pi(a_t | s_t) - ent_coef (1/T)
@@ -362,6 +370,10 @@ def expected_loss_gradient(mdp: pg.TabularMDP, pi, values, grad_log_pi, *, lam: 
     ``gamma_t_weighting`` else 1. The law of ``(s_t, e_t)`` is propagated exactly and
     ``E[A_hat_t | s_t, a_t] = expected_gae(k = T - t, m = L - e_t)``, so the result is exact
     for any network: ``grad_log_pi`` holds autograd gradients of ``log pi`` at every state.
+    With ``reset_slots`` (gymnasium's next-step autoreset) every episode end is followed by
+    one slot that only resets the env and contributes no term (the loss leaves it out), so an
+    episode restarts from ``mu`` two slots after its last step; the sum is still divided by
+    ``T``.
 
     Parameters
     ----------
@@ -378,6 +390,8 @@ def expected_loss_gradient(mdp: pg.TabularMDP, pi, values, grad_log_pi, *, lam: 
     grad_entropy : array_like, shape (S, d), optional
         Required when ``ent_coef != 0``.
     gamma_t_weighting : bool
+    reset_slots : bool
+        Next-step autoreset: a reset slot after each episode end (see above).
 
     Returns
     -------
@@ -414,6 +428,7 @@ def expected_loss_gradient(mdp: pg.TabularMDP, pi, values, grad_log_pi, *, lam: 
     g = mdp.gamma
     total = np.zeros(G.shape[2])
     cache: dict[tuple[int, int], np.ndarray] = {}
+    resetting = 0.0  # mass in a next-step autoreset slot at step t (reset_slots only)
     for t in range(num_steps):
         k = num_steps - t
         for e in range(E):
@@ -434,17 +449,22 @@ def expected_loss_gradient(mdp: pg.TabularMDP, pi, values, grad_log_pi, *, lam: 
         nq = np.zeros_like(q)
         flow = q.T @ P_pi  # (E, S') mass arriving in s' from elapsed e
         ends = mdp.terminal.astype(bool)
+        ended = 0.0  # mass whose episode ended at step t
         for e in range(E):
             arrive = flow[e]
-            reset_mass = arrive[ends].sum()
+            ended += arrive[ends].sum()
             cont = np.where(ends, 0.0, arrive)
             if L and e + 1 >= L:
-                reset_mass += cont.sum()
+                ended += cont.sum()
             elif e + 1 < E:
                 nq[:, e + 1] += cont
             else:
                 nq[:, e] += cont  # no time limit: the counter saturates (unused without L)
-            nq[:, 0] += reset_mass * mdp.mu
+        if reset_slots:  # one slot spent resetting, then a fresh start from mu
+            nq[:, 0] += resetting * mdp.mu
+            resetting = ended
+        else:
+            nq[:, 0] += ended * mdp.mu
         q = nq
     return total / num_steps
 

@@ -142,6 +142,15 @@ class Rollout:
         Critic outputs at collection (None without a critic).
     returns : ndarray, shape (T, N), or None
         The critic's regression targets.
+    valid : ndarray of bool, shape (T, N), or None
+        Which slots hold a real transition. None (the default) for collections that have no
+        other kind: same-step autoreset, where the step that ends an episode already returns
+        the reset observation. Under gymnasium's next-step autoreset
+        (``gymnasium.vector.AutoresetMode.NEXT_STEP``) the step after an episode end only
+        resets its env (the action is ignored, the reward is 0): such a slot is False here,
+        and every check leaves it out of its reference (a correct loss excludes it;
+        Gymnasium 1.x documentation, "Autoreset modes" of ``VectorEnv``). The transition
+        that ended the episode keeps its true flags and next observation.
     """
 
     observations: np.ndarray
@@ -154,12 +163,17 @@ class Rollout:
     advantages: np.ndarray
     values: np.ndarray | None = None
     returns: np.ndarray | None = None
+    valid: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         T_N = np.shape(self.rewards)
         if len(T_N) != 2:
             raise TargetProtocolError(f"Rollout.rewards: expected shape (T, N), received {T_N}")
-        for name in ("terminated", "truncated", "log_probs", "advantages", "values", "returns"):
+        if self.valid is not None and np.asarray(self.valid).dtype != bool:
+            raise TargetProtocolError(f"Rollout.valid: expected a bool array, received dtype "
+                                      f"{np.asarray(self.valid).dtype}")
+        for name in ("terminated", "truncated", "log_probs", "advantages", "values", "returns",
+                     "valid"):
             x = getattr(self, name)
             if x is not None and np.shape(x) != T_N:
                 raise TargetProtocolError(f"Rollout.{name}: expected shape {T_N}, received "
@@ -173,6 +187,12 @@ class Rollout:
     def shape(self) -> tuple[int, int]:
         return tuple(np.shape(self.rewards))
 
+    def valid_mask(self) -> np.ndarray:
+        """:attr:`valid` as a (T, N) bool array (all True when it is None)."""
+        if self.valid is None:
+            return np.ones(self.shape, bool)
+        return np.asarray(self.valid, bool)
+
     def flat(self, name: str) -> np.ndarray:
         """The field reshaped to (T * N, ...) in the index order ``t * N + n``."""
         x = np.asarray(getattr(self, name))
@@ -184,7 +204,9 @@ class Update:
     """One optimizer step: which samples, parameters before, the applied gradient, after.
 
     ``gradients`` maps parameter names to the ``.grad`` the optimizer saw (after any gradient
-    clipping); parameters without a gradient are absent.
+    clipping); parameters without a gradient are absent. ``excluded_indices``: flat indices
+    the implementation named for this step that the checks leave out (next-step autoreset
+    slots, :attr:`Rollout.valid`); ``indices`` holds the rest.
     """
 
     indices: np.ndarray
@@ -192,6 +214,7 @@ class Update:
     gradients: dict
     parameters_after: dict
     tag: str = ""
+    excluded_indices: np.ndarray | None = None
     #: Position in its iteration's ``updates`` as recorded (set by the suite when it checks a
     #: sample of the steps; None: the position in the list).
     index: int | None = None

@@ -35,9 +35,16 @@ default) the returned observation itself, the step after an episode end being th
 step. :func:`record_batch` copies everything it is given (storage tensors are reused in place by
 the next iteration).
 
-Limitations (checked, with the error naming them): a batch holding ``NEXT_STEP`` reset steps is
-refused (the protocol's rollout has no mask for them; build the env with
-``autoreset_mode=gym.vector.AutoresetMode.SAME_STEP``); the recording calls must run in the
+Both autoreset modes are audited. Under ``NEXT_STEP`` the reset slots (the step after an
+episode end, whose action the env ignores) are marked in the rollout's ``valid`` mask and left
+out of every reference: stored advantages and targets are compared on real transitions only,
+:func:`record_minibatch` drops reset slots from the minibatch the gradient checks rebuild (kept
+in ``Update.excluded_indices``), and the in-expectation gradient propagates the slot each reset
+costs. A loop that trains on reset slots (a loop written for same-step autoreset, run under
+gymnasium 1.x's default) therefore fails the gradient checks, with the catalogue entry
+``next_step_autoreset`` named when including the excluded slots reproduces the gradient.
+
+Limitations (checked, with the error naming them): the recording calls must run in the
 thread that runs ``main()``; the loop cannot skip its update, so the in-expectation trials run a
 fresh script per trial (no ``collect()``).
 """
@@ -216,8 +223,9 @@ def record_batch(*, observations, actions, log_probs, advantages, values=None, r
     ------
     RecordingError
         :func:`record_env` or :func:`register` missing, a second batch in one iteration
-        (:func:`end_iteration` missing), the env not stepped ``num_steps`` times, an array
-        of the wrong shape, or ``NEXT_STEP`` reset steps in the batch.
+        (:func:`end_iteration` missing), the env not stepped ``num_steps`` times, or an array
+        of the wrong shape. Under ``NEXT_STEP`` autoreset the reset slots are recorded as
+        such (``Rollout.valid``), whatever the loop stored there.
     """
     s = _session()
     if s is None:
@@ -228,7 +236,9 @@ def record_batch(*, observations, actions, log_probs, advantages, values=None, r
 
 def record_minibatch(indices) -> None:
     """Name the flat sample indices (``t * N + n``) of the next optimizer step's minibatch
-    (no-op without an audit). Call it before each ``optimizer.step()``.
+    (no-op without an audit). Call it before each ``optimizer.step()``. Name every sample
+    the step may train on, reset slots included (under ``NEXT_STEP`` autoreset the checks
+    rebuild the loss without them, whatever the loop does with them).
 
     Raises
     ------
@@ -351,6 +361,9 @@ class _Session:
         self.to_worker: queue.Queue = queue.Queue()
         self.to_controller: queue.Queue = queue.Queue()
         self.finished: str | None = None  # why the worker ended, once it has
+        self._named = False  # record_minibatch() since the last optimizer step
+        self._excluded: np.ndarray | None = None
+        self._step_notes: list[tuple[bool, np.ndarray | None]] = []
 
     # --------------------------------------------------------------- worker side
     def configure(self, args, **names):
@@ -439,7 +452,8 @@ class _Session:
         self._pause(("ready", None))
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        self.steps.current_indices = None
+        self._step_notes.append((self._named, self._excluded))
+        self.steps.current_indices, self._excluded, self._named = None, None, False
 
     def record_batch(self, **arrays) -> None:
         if self.env is None:
@@ -478,15 +492,9 @@ class _Session:
             if got[k] is not None and got[k].shape != shape:
                 raise RecordingError(f"record_batch({k}=...): expected shape {shape} (T = "
                                      f"num_steps, N = num_envs), received {got[k].shape}")
-        reset = np.stack([s.reset_step for s in log])
-        if reset.any():
-            t, n = np.argwhere(reset)[0]
-            raise RecordingError(
-                f"record_batch(): the batch holds {int(reset.sum())} NEXT_STEP reset step(s) "
-                f"(first at step {t}, env {n}): after an episode ends, gymnasium's default "
-                f"autoreset mode spends the next step resetting, a transition the protocol's "
-                f"rollout cannot mark; build the env with autoreset_mode="
-                f"gym.vector.AutoresetMode.SAME_STEP")
+        valid = None
+        if self.env.autoreset_mode == gym.vector.AutoresetMode.NEXT_STEP:
+            valid = ~np.stack([s.reset_step for s in log])
         rewards = got["rewards"] if got["rewards"] is not None else np.stack(
             [s.rewards for s in log])
         next_obs = np.stack([s.next_obs for s in log]).astype(got["observations"].dtype)
@@ -495,7 +503,7 @@ class _Session:
             terminated=np.stack([s.terminated for s in log]),
             truncated=np.stack([s.truncated for s in log]), next_observations=next_obs,
             log_probs=got["log_probs"], advantages=got["advantages"], values=got["values"],
-            returns=got["returns"])
+            returns=got["returns"], valid=valid)
 
     def record_minibatch(self, indices) -> None:
         if self.rollout is None:
@@ -508,14 +516,23 @@ class _Session:
                                  f"in [0, {B}), received {idx.size} indices in "
                                  f"[{idx.min() if idx.size else '-'}, "
                                  f"{idx.max() if idx.size else '-'}]")
-        self.steps.current_indices = idx
+        valid = self.rollout.valid
+        if valid is None:
+            self.steps.current_indices, self._excluded = idx, None
+        else:  # next-step autoreset slots are left out of every reference (Rollout.valid)
+            keep = np.asarray(valid, bool).ravel()[idx]
+            self.steps.current_indices, self._excluded = idx[keep], idx[~keep]
+        self._named = True
 
     def end_iteration(self) -> None:
         if self.rollout is None:
             raise RecordingError("end_iteration() without record_batch(...) in this "
                                  "iteration")
         updates = self.steps.take()
-        blind = [j for j, u in enumerate(updates) if len(u.indices) == 0]
+        notes, self._step_notes = self._step_notes, []
+        blind = [j for j, (named, _) in enumerate(notes) if not named]
+        for u, (_, excluded) in zip(updates, notes, strict=True):
+            u.excluded_indices = excluded
         if blind:
             raise RecordingError(f"end_iteration(): optimizer step(s) {blind[:5]} of this "
                                  f"iteration had no record_minibatch(indices) before them")
@@ -531,6 +548,7 @@ class _Session:
             raise _Stopped
         self.env.log.clear()
         self.steps.take()
+        self._step_notes.clear()
         self.at_collection = snapshot(self.named)
 
     # ----------------------------------------------------------- controller side

@@ -671,6 +671,7 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     gamma_w = float(hp["gamma"])
     i = steps = 0
     a = None
+    reset_slots = False  # next-step autoreset: a reset slot after every episode end
     try:
         while i < cfg.max_trials and (i < cfg.n_trials or steps < cfg.trial_steps):
             # one fresh buffer per trial: agents that can collect from fresh resets without
@@ -685,21 +686,24 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
             i, steps = i + 1, steps + int(np.prod(r.shape))
             states = r.observations.argmax(-1)
             nxt = r.next_observations.argmax(-1)
-            e = _elapsed(r.terminated, r.truncated)
+            e = _elapsed(r.terminated, r.truncated, r.valid)
             batches.append(_as_batch(states, r, nxt, cfg.time_limit - e))
             advs.append(r.advantages)
-            rets.append(r.returns)
+            rets.append(None if r.returns is None else r.returns[r.valid_mask()])
+            reset_slots = reset_slots or r.valid is not None
             adv = torch.as_tensor(r.flat("advantages"))
             if weighting:  # the declared gamma^t weights, as in the implementation's loss
                 adv = adv * torch.as_tensor(gamma_w ** e.ravel(), dtype=adv.dtype)
+            keep = torch.as_tensor(r.valid_mask().ravel())  # next-step autoreset slots out
             with batch.parameters_set(a, snap):
                 # the canonical loss on the full buffer with the stored (unnormalized)
                 # advantages: its expectation is exact whatever the target does in its update
                 g = batch.canonical_actor_gradient(
-                    a, names, torch.as_tensor(r.flat("observations")),
-                    torch.as_tensor(r.flat("actions")), torch.as_tensor(r.flat("log_probs")),
-                    adv, "a2c", {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")
-            grads.append(g)
+                    a, names, torch.as_tensor(r.flat("observations"))[keep],
+                    torch.as_tensor(r.flat("actions"))[keep],
+                    torch.as_tensor(r.flat("log_probs"))[keep], adv[keep], "a2c",
+                    {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")
+            grads.append(g * (float(keep.sum()) / keep.numel()))  # sum over slots / (T N)
     except Exception as exc:
         return _error_all(["in_expectation.advantages", "in_expectation.returns",
                            "in_expectation.policy_gradient"],
@@ -724,7 +728,8 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     with batch.parameters_set(agent, snap):
         G, H = _gradient_tables(agent, S, names)
     kw = dict(lam=lam, num_steps=num_steps, time_limit=cfg.time_limit,
-              ent_coef=float(hp.get("ent_coef", 0.0) or 0.0), grad_entropy=H)
+              ent_coef=float(hp.get("ent_coef", 0.0) or 0.0), grad_entropy=H,
+              reset_slots=reset_slots)
     expected = expectation.expected_loss_gradient(mdp, pi, values, G,
                                                   gamma_t_weighting=weighting, **kw)
     alternative = expectation.expected_loss_gradient(mdp, pi, values, G,
@@ -740,7 +745,7 @@ def _as_batch(states, r, nxt, left):
 
     return RolloutBatch(states, np.asarray(r.actions), np.asarray(r.rewards), nxt,
                         np.asarray(r.terminated, bool), np.asarray(r.truncated, bool), left,
-                        nxt[-1])
+                        nxt[-1], valid=r.valid)
 
 
 def _training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResult]:

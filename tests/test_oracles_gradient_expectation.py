@@ -31,9 +31,11 @@ for s in range(S):
         G[s, a, s * A + a] += 1.0
 
 
-def estimate(rng, *, weighting=False, trunc_as_term=False, shift=False, behaviour=None):
+def estimate(rng, *, weighting=False, trunc_as_term=False, shift=False, behaviour=None,
+             reset_slots=False, train_on_reset_slots=False):
     pi = PI if behaviour is None else behaviour
-    b = simulate_rollout(MDP, pi, num_steps=T, num_envs=N, time_limit=L, rng=rng)
+    b = simulate_rollout(MDP, pi, num_steps=T, num_envs=N, time_limit=L, rng=rng,
+                         reset_slots=reset_slots)
     term = b.terminated | (b.truncated if trunc_as_term else False)
     trunc = b.truncated & ~term
     if shift:  # the done flags of the previous step (SB3 #105)
@@ -42,12 +44,14 @@ def estimate(rng, *, weighting=False, trunc_as_term=False, shift=False, behaviou
                  next_values=V[b.next_states])
     if weighting:
         adv = adv * MDP.gamma ** (L - b.steps_to_time_limit)
+    if reset_slots and not train_on_reset_slots:  # the loss leaves the reset slots out
+        adv = np.where(b.valid, adv, 0.0)
     return -np.einsum("tn,tnd->d", adv, G[b.states, b.actions]) / (T * N)
 
 
-def exact(weighting=False):
+def exact(weighting=False, reset_slots=False):
     return expected_loss_gradient(MDP, PI, V, G, lam=LAM, num_steps=T, time_limit=L,
-                                  gamma_t_weighting=weighting)
+                                  gamma_t_weighting=weighting, reset_slots=reset_slots)
 
 
 def run(seed, n=150, **defect):
@@ -63,6 +67,22 @@ def test_exact_expectation_matches_a_long_monte_carlo_average():
     se = X.std(0) / np.sqrt(len(X))
     z = np.abs(X.mean(0) - exact()) / np.maximum(se, 1e-12)
     assert z.max() < 4.5, z.max()  # 12 coordinates: |z| > 4.5 has probability < 1e-4
+
+
+def test_next_step_autoreset_expectation_matches_monte_carlo():
+    """Under next-step autoreset (a reset slot after every episode end, left out of the loss)
+    the exact expectation with ``reset_slots`` matches a long Monte Carlo average; the
+    same-step expectation and an estimator trained on the reset slots do not (seeded
+    defects: ``reset_slots`` ignored in the propagation fails the first assertion)."""
+    rng = np.random.default_rng(3)
+    X = np.array([estimate(rng, reset_slots=True) for _ in range(6000)])
+    se = np.maximum(X.std(0) / np.sqrt(len(X)), 1e-12)
+    assert (np.abs(X.mean(0) - exact(reset_slots=True)) / se).max() < 4.5
+    assert (np.abs(X.mean(0) - exact(reset_slots=False)) / se).max() > 8
+    Y = np.array([estimate(rng, reset_slots=True, train_on_reset_slots=True)
+                  for _ in range(6000)])
+    se = np.maximum(Y.std(0) / np.sqrt(len(Y)), 1e-12)
+    assert (np.abs(Y.mean(0) - exact(reset_slots=True)) / se).max() > 8
 
 
 def test_correct_estimators_pass_for_both_weightings():

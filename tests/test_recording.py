@@ -3,7 +3,9 @@
 * The example's correct loop passes the quick audit and its ``--truncation-bug`` loop (CleanRL
   #198) fails ``given_the_batch.advantages`` with the registry's diagnosis
   ``truncation_as_termination``, with discrete actions (the tabular oracle MDP) and continuous
-  ones (the LQR environment, the ``@lqr`` rows). Source of the expectation: the defect
+  ones (the LQR environment, the ``@lqr`` rows). Under next-step autoreset the loop that leaves
+  the reset slots out passes, and the one that trains on them fails both gradient checks
+  with the diagnosis ``next_step_autoreset``. Source of the expectation: the defect
   registry (pgtheory.oracles.defects) and the reference GAE of the given-the-batch check.
 * The recording itself: copies (not references) of the loop's storage, both autoreset modes,
   and misuse reported as a RecordingError naming the missing call, within a timeout.
@@ -13,10 +15,11 @@
 Seeded defects that make these tests fail (each tried by editing recording.py, not committed):
 ``_numpy`` returning a view (``x.numpy()``) fails test_record_batch_copies_the_storage; the
 SAME_STEP branch of ``RecordingVectorEnv.step`` ignoring ``info["final_obs"]`` fails
-test_same_step_next_observation_is_the_final_one; treating NEXT_STEP like SAME_STEP fails
-test_next_step_reset_steps_are_flagged; removing the step-count, batch-length and second-batch
-guards fail test_missing_end_iteration_is_named (the error is then the Rollout's shape check, which
-does not name end_iteration); an unbounded handshake wait fails
+test_same_step_next_observation_is_the_final_one; treating NEXT_STEP like SAME_STEP (no
+``valid`` mask) fails test_next_step_reset_slots_are_masked and both next-step example tests
+(the reference then includes the reset slots); removing the step-count, batch-length and
+second-batch guards fail test_missing_end_iteration_is_named (the error is then the Rollout's
+shape check, which does not name end_iteration); an unbounded handshake wait fails
 test_a_loop_that_never_pauses_times_out (no timeout error; a script blocked for good would
 trip the test's own join timeout instead of hanging).
 """
@@ -64,7 +67,8 @@ def ppo_loop() -> types.ModuleType:
 @pytest.fixture(scope="module")
 def audits(ppo_loop) -> dict:
     return {which: run_audit(f"ppo_loop:{which}", target=getattr(ppo_loop, which)(), quick=True)
-            for which in ("target", "buggy_target")}
+            for which in ("target", "buggy_target", "next_step_target",
+                          "reset_slot_buggy_target")}
 
 
 def _rows(report) -> dict:
@@ -72,9 +76,10 @@ def _rows(report) -> dict:
 
 
 # ------------------------------------------------------------------- the worked example
+@pytest.mark.parametrize("which", ["target", "next_step_target"])
 @pytest.mark.parametrize("suffix", ["", "@lqr"], ids=["discrete", "continuous"])
-def test_fixed_loop_passes(audits, suffix):
-    report = audits["target"]
+def test_fixed_loop_passes(audits, suffix, which):
+    report = audits[which]
     rows = _rows(report)
     assert report.exit_code == 0, format_report(report)
     assert not [r.name for r in report.results if r.verdict in ("fail", "error")]
@@ -92,6 +97,19 @@ def test_truncation_bug_is_flagged(audits, suffix):
     assert "time-limit truncation treated as termination" in row.explanation
     # the update itself is correct: only the advantages are wrong
     assert _rows(report)[f"given_the_batch.policy_gradient{suffix}"].verdict == "pass"
+
+
+@pytest.mark.parametrize("suffix", ["", "@lqr"], ids=["discrete", "continuous"])
+def test_training_on_next_step_reset_slots_is_flagged(audits, suffix):
+    report = audits["reset_slot_buggy_target"]
+    rows = _rows(report)
+    assert report.exit_code == 1, format_report(report)
+    for check in ("policy_gradient", "value_gradient"):
+        row = rows[f"given_the_batch.{check}{suffix}"]
+        assert row.verdict == "fail", format_report(report)
+        assert "[catalogue: next_step_autoreset]" in row.explanation, row.explanation
+    # the stored advantages on the real transitions are right: only the loss is wrong
+    assert rows[f"given_the_batch.advantages{suffix}"].verdict == "pass"
 
 
 def _strip_recording(source: str) -> str:
@@ -240,7 +258,8 @@ def test_same_step_next_observation_is_the_final_one():
     assert not any(s.reset_step.any() for s in envs.log)
 
 
-def test_next_step_reset_steps_are_flagged():
+def test_next_step_reset_slots_are_masked():
+    # source: gymnasium 1.x's NEXT_STEP contract (the step after an episode end only resets)
     envs = recording.RecordingVectorEnv(gym.vector.SyncVectorEnv([oracle_env_fn] * 3))
     assert envs.autoreset_mode == gym.vector.AutoresetMode.NEXT_STEP  # gymnasium's default
     o, ended, _ = _step_until_an_episode_ends(envs)
@@ -248,8 +267,18 @@ def test_next_step_reset_steps_are_flagged():
     envs.step(np.zeros(3, int))
     np.testing.assert_array_equal(envs.log[-1].reset_step, ended)  # then spends a step resetting
     agent = _agent(mode=gym.vector.AutoresetMode.NEXT_STEP, num_steps=16)
-    with pytest.raises(RecordingError, match="NEXT_STEP reset step"):
-        agent.iterate()
+    it = agent.iterate()
+    r = it.rollout
+    ended = r.terminated | r.truncated
+    assert ended[:-1].any()
+    # a slot is a reset slot exactly when the env's episode ended at the slot before
+    np.testing.assert_array_equal(~r.valid[1:], ended[:-1])
+    (up,) = it.updates  # the tiny loop names all T * N samples; reset slots are set aside
+    invalid = np.flatnonzero(~r.valid.ravel())
+    np.testing.assert_array_equal(np.sort(up.excluded_indices), invalid)
+    assert len(up.indices) + len(invalid) == r.valid.size
+    same = _agent(num_steps=16).iterate()  # SAME_STEP: no mask, nothing excluded
+    assert same.rollout.valid is None and same.updates[0].excluded_indices is None
 
 
 def _iterate_within(agent, seconds: float):
