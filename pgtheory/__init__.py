@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the names as static tools (type checkers, mkdocstrings) see
         SolverError,
     )
     from pgtheory.evaluation import (
+        PolicyEvaluation,
         PolicyIterationResult,
         action_values,
         advantages,
@@ -66,9 +67,11 @@ if TYPE_CHECKING:  # the names as static tools (type checkers, mkdocstrings) see
     )
     from pgtheory.examples import chain, gridworld, short_corridor, sigmoid_policy, two_armed_bandit
     from pgtheory.gradients import (
+        ParameterizedEvaluation,
         PPOObjective,
         TRPOStep,
         action_state_weights,
+        evaluate,
         fisher_matrix,
         kl_hessian,
         natural_gradient,
@@ -95,12 +98,14 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "NonFiniteResultError", "SolverError",
     ),
     "evaluation": (
-        "PolicyIterationResult", "action_values", "advantages", "discounted_visitation",
-        "expected_return", "on_policy_distribution", "policy_iteration", "state_values",
+        "PolicyEvaluation", "PolicyIterationResult", "action_values", "advantages",
+        "discounted_visitation", "expected_return", "on_policy_distribution", "policy_iteration",
+        "state_values",
     ),
     "examples": ("chain", "gridworld", "short_corridor", "sigmoid_policy", "two_armed_bandit"),
     "gradients": (
-        "PPOObjective", "TRPOStep", "action_state_weights", "fisher_matrix", "kl_hessian",
+        "PPOObjective", "ParameterizedEvaluation", "TRPOStep", "action_state_weights",
+        "evaluate", "fisher_matrix", "kl_hessian",
         "natural_gradient", "npg_step", "policy_gradient", "ppo_objective", "trpo_step",
     ),
     "mdp": ("TabularMDP", "random_mdp"),
@@ -122,8 +127,10 @@ __all__ = [
     "LinearSoftmax",
     "NonFiniteResultError",
     "PPOObjective",
+    "ParameterizedEvaluation",
     "PerformanceDifference",
     "PolicyDivergence",
+    "PolicyEvaluation",
     "PolicyIterationResult",
     "SolverError",
     "TRPOBound",
@@ -138,6 +145,7 @@ __all__ = [
     "cpo_lower_bound",
     "discounted_returns",
     "discounted_visitation",
+    "evaluate",
     "expected_gae",
     "expected_return",
     "fisher_matrix",

@@ -13,6 +13,11 @@ Equations (Puterman 1994, Sec. 6.1; Sutton & Barto 2018, Eqs. 3.14 and 9.2-9.3):
 Nothing here iterates a Bellman operator to convergence: dense models use an LU solve,
 sparse models a Krylov solve whose residual is checked (``solver="iterative"``, default)
 or SuperLU (``solver="direct"``; fast for local transition graphs, but random graphs fill in).
+
+:class:`PolicyEvaluation` holds one policy's factorized ``I - gamma P_pi``
+(:class:`BellmanSystem`) and serves ``V``, ``Q``, ``A``, ``J``, ``rho`` and ``d`` from it, the
+visitation by the transposed solve with the same factors; the functions here build one per
+call. :func:`pgtheory.evaluate` extends it with the gradient quantities.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from pgtheory.errors import InvalidArgumentError, SolverError
 from pgtheory.mdp import TabularMDP
 
 __all__ = [
+    "BellmanSystem",
+    "PolicyEvaluation",
     "PolicyIterationResult",
     "action_state_weights",
     "action_values",
@@ -57,66 +64,267 @@ def _check_solver(solver: str) -> str:
     return solver
 
 
+class BellmanSystem:
+    """The matrix ``M = I - discount * P_pi``, factorized once, for repeated exact solves.
+
+    Dense ``P_pi``: one LAPACK LU factorization (``scipy.linalg.lu_factor``, i.e. ``getrf``)
+    with a reciprocal-condition check (``gecon``); both ``M x = b`` and ``M^T x = b`` then cost
+    two triangular solves each (``lu_solve`` with ``trans=0`` / ``trans=1``). Sparse ``P_pi``
+    with ``solver="direct"``: one SuperLU factorization (``scipy.sparse.linalg.splu``), reused
+    for both systems. Sparse with ``solver="auto"``/``"iterative"``: no factorization; each
+    solve runs BiCGSTAB (GMRES as fallback). Every sparse solution has its relative residual
+    checked against ``SPARSE_RTOL``.
+
+    Normally reached through :class:`PolicyEvaluation` or :func:`solve_bellman`, which accepts
+    a ``BellmanSystem`` in place of ``P_pi``.
+
+    Parameters
+    ----------
+    P_pi : ndarray, shape (S, S), or scipy sparse matrix, shape (S, S)
+    discount : float
+    solver : {"auto", "direct", "iterative"}
+
+    Raises
+    ------
+    InvalidArgumentError
+        Unknown ``solver``.
+    SolverError
+        Dense ``M`` singular, or with reciprocal condition number below machine epsilon (the
+        test ``scipy.linalg.solve`` applies); sparse ``M`` singular for SuperLU.
+    """
+
+    def __init__(self, P_pi, discount: float, solver: str = "auto") -> None:
+        self.solver = _check_solver(solver)
+        self.discount = float(discount)
+        self.n = P_pi.shape[0]
+        self.is_sparse = sp.issparse(P_pi)
+        self.n_factorizations = 0
+        self._lu = None
+        if self.is_sparse:
+            self._M = (sp.eye_array(self.n, format="csr") - self.discount * P_pi).tocsr()
+            self._MT = None
+            if solver == "direct":
+                try:
+                    self._lu = spla.splu(self._M.tocsc())
+                except RuntimeError as exc:  # "Factor is exactly singular"
+                    raise SolverError(f"(I - {self.discount:g} P_pi) is singular to working "
+                                      f"precision: {exc}") from None
+                self.n_factorizations = 1
+            return
+        M = P_pi * (-self.discount)  # M = I - discount P_pi, built in place
+        M.flat[::self.n + 1] += 1.0
+        anorm = np.abs(M).sum(axis=0).max()  # 1-norm, for the condition estimate
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", sla.LinAlgWarning)
+                self._lu = sla.lu_factor(M, overwrite_a=True, check_finite=False)
+        except (sla.LinAlgError, sla.LinAlgWarning, ValueError) as exc:
+            raise SolverError(f"(I - {self.discount:g} P_pi) is singular or ill-conditioned to "
+                              f"working precision: {exc}") from None
+        self.n_factorizations = 1
+        # the same conditioning test as scipy.linalg.solve: 1-norm rcond from the LU factors
+        gecon, = sla.get_lapack_funcs(("gecon",), (self._lu[0],))
+        rcond, info = gecon(self._lu[0], anorm, norm="1")
+        if info != 0 or not rcond >= np.finfo(np.float64).eps:
+            raise SolverError(f"(I - {self.discount:g} P_pi) is singular or ill-conditioned to "
+                              f"working precision: reciprocal condition number {rcond:.3g}")
+
+    def solve(self, b: np.ndarray, *, transpose: bool = False) -> np.ndarray:
+        """``x`` with ``M x = b`` (``M^T x = b`` when ``transpose``), shape (S,), float64.
+
+        Raises
+        ------
+        SolverError
+            Non-finite solution (dense) or sparse relative residual above
+            ``1e3 * SPARSE_RTOL``.
+        """
+        if not self.is_sparse:
+            x = sla.lu_solve(self._lu, b, trans=1 if transpose else 0, check_finite=False)
+            return ensure_finite_result(x, "linear solve")
+        if transpose and self._MT is None:
+            self._MT = self._M.T.tocsr()
+        M = self._MT if transpose else self._M
+        if self._lu is not None:
+            x = self._lu.solve(np.asarray(b, dtype=np.float64), trans="T" if transpose else "N")
+        else:
+            x, info = spla.bicgstab(M, b, rtol=SPARSE_RTOL, atol=0.0, maxiter=10 * self.n)
+            if info != 0:
+                x, info = spla.gmres(M, b, rtol=SPARSE_RTOL, atol=0.0, restart=100,
+                                     maxiter=10 * self.n)
+        bnorm = max(np.linalg.norm(b), np.finfo(float).tiny)
+        res = np.linalg.norm(M @ x - b) / bnorm
+        if not np.isfinite(res) or res > 1e3 * SPARSE_RTOL:
+            raise SolverError(f"sparse linear solve of (I - {self.discount:g} P_pi) x = b: "
+                              f"expected a relative residual <= {1e3 * SPARSE_RTOL:g}, received "
+                              f"{res:g}")
+        return np.asarray(x, dtype=np.float64)
+
+
 def solve_bellman(mdp: TabularMDP, P_pi, b: np.ndarray, *, discount: float,
                   transpose: bool = False, solver: str = "auto") -> np.ndarray:
     """Solve ``(I - discount * P_pi) x = b`` (or its transpose) exactly.
 
-    Raises :class:`SolverError` when the system is singular or a Krylov solve does not reach
-    a relative residual of ``SPARSE_RTOL``.
+    ``P_pi`` may be a :class:`BellmanSystem` (an already factorized ``I - discount P_pi``),
+    which is then reused; its own discount and solver apply. Every exact solve of the core
+    goes through this function.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Unknown ``solver``.
+    SolverError
+        The system is singular or a Krylov solve does not reach a relative residual of
+        ``SPARSE_RTOL``.
     """
+    if isinstance(P_pi, BellmanSystem):
+        return P_pi.solve(b, transpose=transpose)
     _check_solver(solver)
-    S = P_pi.shape[0]
-    if sp.issparse(P_pi):
-        M = sp.eye_array(S, format="csr") - discount * (P_pi.T if transpose else P_pi)
-        M = M.tocsr()
-        if solver == "direct":
-            x = spla.spsolve(M.tocsc(), b)
-        else:
-            x, info = spla.bicgstab(M, b, rtol=SPARSE_RTOL, atol=0.0, maxiter=10 * S)
-            if info != 0:
-                x, info = spla.gmres(M, b, rtol=SPARSE_RTOL, atol=0.0, restart=100,
-                                     maxiter=10 * S)
-        bnorm = max(np.linalg.norm(b), np.finfo(float).tiny)
-        res = np.linalg.norm(M @ x - b) / bnorm
-        if not np.isfinite(res) or res > 1e3 * SPARSE_RTOL:
-            raise SolverError(f"sparse linear solve of (I - {discount:g} P_pi) x = b: expected a "
-                              f"relative residual <= {1e3 * SPARSE_RTOL:g}, received {res:g}")
-        return np.asarray(x, dtype=np.float64)
-    M = np.eye(S) - discount * (P_pi.T if transpose else P_pi)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", sla.LinAlgWarning)
-            x = sla.solve(M, b, check_finite=False)
-    except (sla.LinAlgError, sla.LinAlgWarning) as exc:
-        raise SolverError(f"(I - {discount:g} P_pi) is singular or ill-conditioned to working "
-                          f"precision: {exc}") from None
-    return ensure_finite_result(x, "linear solve")
+    return BellmanSystem(P_pi, discount, solver).solve(b, transpose=transpose)
+
+
+def _readonly(x):
+    if isinstance(x, np.ndarray):
+        x.flags.writeable = False
+    return x
+
+
+class PolicyEvaluation:
+    """Exact evaluation of one tabular policy: every quantity from one factorization.
+
+    ``M = I - gamma P_pi`` is factorized once (dense: LAPACK LU; sparse: SuperLU with
+    ``solver="direct"``, else a checked Krylov solve per system) on first need, and reused for
+
+    * ``V_pi = M^{-1} r_pi`` (:meth:`state_values`), ``Q_pi``, ``A_pi``, ``J = mu . V_pi``;
+    * ``rho_pi = M^{-T} mu`` (:meth:`discounted_visitation`, the transposed solve with the
+      same factors) and the state weights ``w`` of the Fisher matrix and KL means.
+
+    Each quantity is computed on first request and cached; the returned arrays are the cached
+    ones, marked read-only (``ValueError`` on assignment); copy them to modify. The module
+    functions (:func:`state_values`, :func:`expected_return`, ...) are thin wrappers that build
+    one ``PolicyEvaluation`` per call; build it yourself to pay for the solves once.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi : array_like, shape (S, A)
+        Row-stochastic policy.
+    solver : {"auto", "direct", "iterative"}
+        As :func:`state_values` (sparse models only).
+    atol : float
+        Tolerance for the row sums of ``pi``.
+
+    Raises
+    ------
+    InvalidPolicyError
+        ``pi`` of the wrong shape, non-finite, negative, or not row-stochastic.
+    InvalidArgumentError
+        Unknown ``solver``.
+    SolverError
+        (from the first solve) As :func:`state_values`.
+
+    References
+    ----------
+    Puterman (1994), Markov Decision Processes, Sec. 6.1 (policy evaluation as a linear
+    system); Schulman et al. (2015), arXiv:1502.05477v5, Sec. 2 (``rho_pi``); Agarwal et al.
+    (2021), arXiv:1908.00261, Sec. 2 (``d_pi``).
+
+    Examples
+    --------
+    >>> import numpy as np, pgtheory as pg
+    >>> mdp = pg.random_mdp(0, 5, 2, gamma=0.9)
+    >>> ev = pg.PolicyEvaluation(mdp, np.full((5, 2), 0.5))
+    >>> bool(np.isclose(ev.expected_return(), mdp.mu @ ev.state_values()))
+    True
+    """
+
+    def __init__(self, mdp: TabularMDP, pi, *, solver: str = "auto",
+                 atol: float = DEFAULT_ATOL) -> None:
+        p = mdp.check_policy(pi, atol=atol)
+        self._setup(mdp, p, solver)
+
+    def _setup(self, mdp: TabularMDP, p: np.ndarray, solver: str) -> None:
+        """Initialise from an already validated policy ``p``."""
+        self.mdp = mdp
+        self.solver = _check_solver(solver)
+        self.policy = _readonly(np.array(p, dtype=np.float64))
+        self._system: BellmanSystem | None = None
+        self._cache: dict = {}
+
+    # ------------------------------------------------------------------ internals
+    def _cached(self, key, compute):
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = _readonly(compute())
+            return value
+
+    @property
+    def system(self) -> BellmanSystem:
+        """The factorized ``I - gamma P_pi`` (:class:`BellmanSystem`), built on first access."""
+        if self._system is None:
+            mdp = self.mdp
+            self._system = BellmanSystem(mdp.transition_matrix(self.policy), mdp.gamma,
+                                         self.solver)
+        return self._system
+
+    def _solve(self, b: np.ndarray, transpose: bool = False) -> np.ndarray:
+        return solve_bellman(self.mdp, self.system, b, discount=self.mdp.gamma,
+                             transpose=transpose, solver=self.solver)
+
+    # ------------------------------------------------------------------ quantities
+    def state_values(self) -> np.ndarray:
+        """``V_pi``, shape (S,), reward units (read-only; see :func:`state_values`)."""
+        return self._cached("V", lambda: self._solve(self.mdp.policy_reward(self.policy)))
+
+    def action_values(self) -> np.ndarray:
+        """``Q_pi``, shape (S, A), reward units (read-only; see :func:`action_values`)."""
+        mdp = self.mdp
+        return self._cached("Q", lambda: mdp.R + mdp.gamma * mdp.next_state_expectation(
+            self.state_values()))
+
+    def advantages(self) -> np.ndarray:
+        """``A_pi = Q_pi - V_pi``, shape (S, A), reward units (read-only; see
+        :func:`advantages`)."""
+        return self._cached("A", lambda: self.action_values() - self.state_values()[:, None])
+
+    def expected_return(self) -> float:
+        """``J(pi) = mu . V_pi`` (reward units; see :func:`expected_return`)."""
+        return self._cached("J", lambda: float(self.mdp.mu @ self.state_values()))
+
+    def _rho_solve(self) -> np.ndarray:
+        """``(I - gamma P_pi)^{-T} mu`` as solved (round-off negatives kept)."""
+        return self._cached("rho_solve", lambda: self._solve(self.mdp.mu, transpose=True))
+
+    def _rho(self) -> np.ndarray:
+        """``rho_pi`` with round-off negatives removed (``rho >= 0`` exactly)."""
+        return self._cached("rho", lambda: np.maximum(self._rho_solve(), 0.0))
+
+    def discounted_visitation(self, normalized: bool = True) -> np.ndarray:
+        """``d_pi`` (sums to 1) or, with ``normalized=False``, ``rho_pi`` (sums to
+        ``1 / (1 - gamma)``), shape (S,) (read-only; see :func:`discounted_visitation`)."""
+        if not normalized:
+            return self._rho()
+        return self._cached("d", lambda: (1.0 - self.mdp.gamma) * self._rho())
+
+    def action_state_weights(self) -> np.ndarray:
+        """``w(s) = d_pi(s) [s not terminal]``, shape (S,) (read-only; see
+        :func:`pgtheory.action_state_weights`)."""
+        return self._cached("w", lambda: self.discounted_visitation() * (~self.mdp.terminal))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(n_states={self.mdp.n_states}, "
+                f"n_actions={self.mdp.n_actions}, solver={self.solver!r}, "
+                f"cached={sorted(map(str, self._cache))})")
 
 
 def values_and_visitation(mdp: TabularMDP, pi: np.ndarray, *, solver: str = "auto"):
-    """``(V_pi, rho_pi)`` for a validated policy, from one LU factorization when dense.
+    """``(V_pi, rho_pi)`` for a validated policy, from one factorization (private helper).
 
-    ``V = (I - gamma P_pi)^{-1} r_pi`` and ``rho = (I - gamma P_pi)^{-T} mu`` share the
-    matrix; the dense path factorizes it once and solves both systems (private helper used by
-    the gradient code).
+    Writable copies; prefer :class:`PolicyEvaluation` in new code.
     """
-    P_pi = mdp.transition_matrix(pi)
-    r_pi = mdp.policy_reward(pi)
-    if sp.issparse(P_pi):
-        return (solve_bellman(mdp, P_pi, r_pi, discount=mdp.gamma, solver=solver),
-                solve_bellman(mdp, P_pi, mdp.mu, discount=mdp.gamma, transpose=True,
-                              solver=solver))
-    M = np.eye(P_pi.shape[0]) - mdp.gamma * P_pi
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", sla.LinAlgWarning)
-            lu = sla.lu_factor(M, check_finite=False)
-            v = sla.lu_solve(lu, r_pi, check_finite=False)
-            rho = sla.lu_solve(lu, mdp.mu, trans=1, check_finite=False)
-    except (sla.LinAlgError, sla.LinAlgWarning) as exc:
-        raise SolverError(f"(I - {mdp.gamma:g} P_pi) is singular or ill-conditioned to working "
-                          f"precision: {exc}") from None
-    return ensure_finite_result(v, "linear solve"), ensure_finite_result(rho, "linear solve")
+    ev = PolicyEvaluation.__new__(PolicyEvaluation)
+    ev._setup(mdp, pi, solver)
+    return ev.state_values().copy(), ev._rho_solve().copy()
 
 
 def state_values(mdp: TabularMDP, pi, *, solver: str = "auto",
@@ -151,10 +359,13 @@ def state_values(mdp: TabularMDP, pi, *, solver: str = "auto",
     ----------
     Sutton & Barto (2018), Reinforcement Learning: An Introduction, 2nd ed., Sec. 4.1;
     Puterman (1994), Markov Decision Processes, Theorem 6.1.1.
+
+    Notes
+    -----
+    A wrapper around :class:`PolicyEvaluation`; build that object to reuse one factorization
+    for several quantities.
     """
-    p = mdp.check_policy(pi, atol=atol)
-    return solve_bellman(mdp, mdp.transition_matrix(p), mdp.policy_reward(p),
-                         discount=mdp.gamma, solver=solver)
+    return PolicyEvaluation(mdp, pi, solver=solver, atol=atol).state_values().copy()
 
 
 def action_values(mdp: TabularMDP, pi, *, solver: str = "auto",
@@ -175,8 +386,7 @@ def action_values(mdp: TabularMDP, pi, *, solver: str = "auto",
     ----------
     Sutton & Barto (2018), Sec. 3.5 (q_pi in terms of v_pi).
     """
-    v = state_values(mdp, pi, solver=solver, atol=atol)
-    return mdp.R + mdp.gamma * mdp.next_state_expectation(v)
+    return PolicyEvaluation(mdp, pi, solver=solver, atol=atol).action_values().copy()
 
 
 def advantages(mdp: TabularMDP, pi, *, solver: str = "auto",
@@ -200,10 +410,7 @@ def advantages(mdp: TabularMDP, pi, *, solver: str = "auto",
     Kakade & Langford (2002), "Approximately optimal approximate reinforcement learning",
     ICML, Sec. 2; Schulman et al. (2015), arXiv:1502.05477v5, Sec. 2.
     """
-    p = mdp.check_policy(pi, atol=atol)
-    v = solve_bellman(mdp, mdp.transition_matrix(p), mdp.policy_reward(p),
-                      discount=mdp.gamma, solver=solver)
-    return mdp.R + mdp.gamma * mdp.next_state_expectation(v) - v[:, None]
+    return PolicyEvaluation(mdp, pi, solver=solver, atol=atol).advantages().copy()
 
 
 def expected_return(mdp: TabularMDP, pi, *, solver: str = "auto",
@@ -225,7 +432,7 @@ def expected_return(mdp: TabularMDP, pi, *, solver: str = "auto",
     Sutton et al. (2000), "Policy gradient methods for RL with function approximation",
     NeurIPS, start-state formulation.
     """
-    return float(mdp.mu @ state_values(mdp, pi, solver=solver, atol=atol))
+    return PolicyEvaluation(mdp, pi, solver=solver, atol=atol).expected_return()
 
 
 def discounted_visitation(mdp: TabularMDP, pi, *, normalized: bool = True,
@@ -262,11 +469,8 @@ def discounted_visitation(mdp: TabularMDP, pi, *, normalized: bool = True,
     Practical PPO/A2C minibatches sample states from :func:`on_policy_distribution`, not from
     ``d_pi`` (Nota & Thomas 2020, arXiv:1906.07073).
     """
-    p = mdp.check_policy(pi, atol=atol)
-    rho = solve_bellman(mdp, mdp.transition_matrix(p), mdp.mu, discount=mdp.gamma,
-                        transpose=True, solver=solver)
-    rho = np.maximum(rho, 0.0)  # remove round-off negatives; rho >= 0 exactly
-    return (1.0 - mdp.gamma) * rho if normalized else rho
+    ev = PolicyEvaluation(mdp, pi, solver=solver, atol=atol)
+    return ev.discounted_visitation(normalized=normalized).copy()
 
 
 def _continuation_matrix(mdp: TabularMDP, p: np.ndarray):
@@ -478,6 +682,4 @@ def action_state_weights(mdp: TabularMDP, pi) -> np.ndarray:
     ----------
     Agarwal et al. (2021), arXiv:1908.00261, Sec. 2 (``d_pi``); Kakade (2001), Sec. 3.
     """
-    p = mdp.check_policy(pi)
-    _, rho = values_and_visitation(mdp, p)
-    return (1.0 - mdp.gamma) * np.maximum(rho, 0.0) * (~mdp.terminal)
+    return PolicyEvaluation(mdp, pi).action_state_weights().copy()

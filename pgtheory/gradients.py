@@ -32,18 +32,20 @@ from pgtheory._validation import check_positive, check_positive_int
 from pgtheory.divergences import weighted_mean
 from pgtheory.errors import InvalidArgumentError
 from pgtheory.evaluation import (
+    PolicyEvaluation,
     action_state_weights,
     check_state_distribution,
     expected_return,
-    values_and_visitation,
 )
 from pgtheory.mdp import TabularMDP
 from pgtheory.parameterizations import TabularSoftmax
 
 __all__ = [
     "PPOObjective",
+    "ParameterizedEvaluation",
     "TRPOStep",
     "action_state_weights",
+    "evaluate",
     "fisher_matrix",
     "kl_hessian",
     "natural_gradient",
@@ -68,10 +70,9 @@ def _check_param(mdp: TabularMDP, param) -> None:
 
 def _evaluate(mdp: TabularMDP, pi: np.ndarray, solver: str = "auto"):
     """V, Q and normalized d for a validated policy (one factorization when dense)."""
-    v, rho = values_and_visitation(mdp, pi, solver=solver)
-    q = mdp.R + mdp.gamma * mdp.next_state_expectation(v)
-    d = (1.0 - mdp.gamma) * np.maximum(rho, 0.0)
-    return v, q, d
+    ev = PolicyEvaluation.__new__(PolicyEvaluation)
+    ev._setup(mdp, pi, solver)
+    return ev.state_values(), ev.action_values(), ev.discounted_visitation()
 
 
 def _contract_score(param, theta, coeff: np.ndarray) -> np.ndarray:
@@ -80,6 +81,217 @@ def _contract_score(param, theta, coeff: np.ndarray) -> np.ndarray:
         pi = param.probs(theta)
         return (coeff - pi * coeff.sum(axis=1, keepdims=True)).ravel()
     return np.einsum("sa,san->n", coeff, param.score(theta))
+
+
+def _block_diagonal(blocks: np.ndarray) -> np.ndarray:
+    """Dense (S*A, S*A) matrix with the (S, A, A) blocks on its diagonal (flat scatter)."""
+    S, A, _ = blocks.shape
+    n = S * A
+    out = np.zeros((n, n))
+    base = np.arange(S)[:, None, None] * A
+    rows = base + np.arange(A)[None, :, None]
+    cols = base + np.arange(A)[None, None, :]
+    out.ravel()[(rows * n + cols).ravel()] = blocks.ravel()
+    return out
+
+
+def _block_diagonal_csr(blocks: np.ndarray) -> sp.csr_array:
+    """CSR (S*A, S*A) matrix with the (S, A, A) blocks on its diagonal, exact zeros dropped.
+
+    Built from index arithmetic (row ``s*A + a`` holds columns ``s*A .. s*A + A - 1``), the same
+    matrix as ``scipy.sparse.block_diag`` without its per-block Python loop.
+    """
+    S, A, _ = blocks.shape
+    n = S * A
+    cols = (np.arange(S)[:, None, None] * A + np.arange(A)[None, None, :])
+    indices = np.broadcast_to(cols, (S, A, A)).reshape(-1).astype(np.int32 if n < 2**31
+                                                                   else np.int64)
+    indptr = np.arange(0, n * A + 1, A, dtype=indices.dtype)
+    F = sp.csr_array((blocks.reshape(-1).copy(), indices, indptr), shape=(n, n))
+    F.eliminate_zeros()
+    return F
+
+
+#: smallest ``rtol`` for which the closed form below reproduces the eigenvalue cutoff: the
+#: computed null eigenvalue of ``diag(p) - p p^T`` is O(A * eps) relative to the largest
+_CLOSED_FORM_MIN_RTOL = 1e-13
+
+
+def _tabular_natural_gradient(pi: np.ndarray, w: np.ndarray, g: np.ndarray, blocks,
+                              rtol: float) -> np.ndarray:
+    """``F^+ g`` for tabular softmax, block by block, shape (S*A,).
+
+    ``F_s = w(s) (diag p - p p^T)`` with ``p = pi[s]``. By eigenvalue interlacing for a rank-one
+    downdate (Golub & Van Loan 2013, Theorem 8.1.8), its eigenvalues satisfy
+    ``0 = l_1 <= p_min <= l_2 <= ... <= l_A <= p_max`` (times ``w(s)``). When
+    ``p_min > 10 rtol p_max`` the pseudo-inverse with relative cutoff ``rtol`` therefore keeps
+    every non-zero eigenvalue and drops only the null direction ``1``, and ``F_s^+ g_s`` is the
+    minimum-norm solution ``y - mean(y)``, ``y = g_s / (w(s) p)`` (``g_s`` sums to 0, so it
+    lies in the range of ``F_s``). Blocks that fail the test, or have ``w(s) = 0``, and every
+    block when ``rtol`` is below ``_CLOSED_FORM_MIN_RTOL``, go through an eigendecomposition
+    (``numpy.linalg.pinv(..., hermitian=True)``), as :func:`natural_gradient` documents.
+    """
+    S, A = pi.shape
+    x = np.zeros((S, A))
+    pmin, pmax = pi.min(axis=1), pi.max(axis=1)
+    easy = (w > 0) & (pmin > 10.0 * rtol * pmax) if rtol >= _CLOSED_FORM_MIN_RTOL else \
+        np.zeros(S, dtype=bool)
+    y = np.divide(g[easy], w[easy, None] * pi[easy])
+    x[easy] = y - y.mean(axis=1, keepdims=True)
+    hard = np.flatnonzero(~easy & (w > 0))
+    if hard.size:
+        b = blocks()[hard]
+        x[hard] = (np.linalg.pinv(b, rtol=rtol, hermitian=True) @ g[hard, :, None])[:, :, 0]
+    return x.ravel()
+
+
+class ParameterizedEvaluation(PolicyEvaluation):
+    """Exact evaluation of ``pi_theta``: the :class:`pgtheory.PolicyEvaluation` quantities plus
+    the policy gradient, Fisher matrix and natural gradient, all from one factorization.
+
+    Build it with :func:`evaluate`. ``V``, ``Q``, ``A``, ``J`` and ``d`` come from one
+    factorization of ``I - gamma P_pi`` (see :class:`pgtheory.PolicyEvaluation`); the
+    gradient, the Fisher blocks and the natural gradient are computed from them on first
+    request and cached. Arrays returned are the cached ones, read-only; :meth:`fisher_matrix`
+    and :meth:`kl_hessian` return a fresh matrix on each call (the dense tabular Fisher is
+    ``8 (S A)^2`` bytes and is not kept).
+
+    Attributes
+    ----------
+    param : parameterization
+    theta : ndarray, shape (n_params,)
+        Validated copy, read-only.
+    policy : ndarray, shape (S, A)
+        ``pi_theta``, read-only.
+
+    References
+    ----------
+    As :func:`policy_gradient`, :func:`fisher_matrix` and :func:`natural_gradient`.
+    """
+
+    def __init__(self, mdp: TabularMDP, param, theta, *, solver: str = "auto") -> None:
+        _check_param(mdp, param)
+        t = param.check_theta(theta)
+        self._setup(mdp, param.probs(t), solver)
+        self.param = param
+        self.theta = t.copy()
+        self.theta.flags.writeable = False
+
+    def policy_gradient(self) -> np.ndarray:
+        """``grad_theta J``, shape (n_params,) (read-only; see :func:`policy_gradient`)."""
+        def compute():
+            pi, gamma = self.policy, self.mdp.gamma
+            values = (self.advantages() if getattr(self.param, "baseline_invariant", False)
+                      else self.action_values())
+            coeff = self.discounted_visitation()[:, None] * pi * values / (1.0 - gamma)
+            return _contract_score(self.param, self.theta, coeff)
+
+        return self._cached("policy_gradient", compute)
+
+    def fisher_blocks(self) -> np.ndarray:
+        """Tabular softmax only: the diagonal blocks ``w(s) (diag pi_s - pi_s pi_s^T)`` of the
+        Fisher matrix, shape (S, A, A) (read-only).
+
+        Raises
+        ------
+        TypeError
+            ``param`` is not :class:`pgtheory.TabularSoftmax`.
+        """
+        if not isinstance(self.param, TabularSoftmax):
+            raise TypeError(f"fisher_blocks: expected a TabularSoftmax parameterization, "
+                            f"received {type(self.param).__name__}")
+        return self._cached("fisher_blocks", lambda: self.param.fisher_blocks(
+            self.theta, self.action_state_weights()))
+
+    def _dense_fisher(self) -> np.ndarray:
+        """Non-tabular Fisher ``Psi^T diag(w pi) Psi``, shape (n_params, n_params), cached."""
+        def compute():
+            mdp, pi = self.mdp, self.policy
+            psi = self.param.score(self.theta).reshape(mdp.n_states * mdp.n_actions, -1)
+            x = psi * np.sqrt((self.action_state_weights()[:, None] * pi).ravel())[:, None]
+            return x.T @ x
+
+        return self._cached("fisher", compute)
+
+    def fisher_matrix(self, sparse: bool = False):
+        """``F = E_{s ~ w, a ~ pi}[score score^T]``, shape (n_params, n_params), a new array on
+        each call (ndarray, or ``scipy.sparse.csr_array`` with ``sparse=True``; see
+        :func:`fisher_matrix`)."""
+        if isinstance(self.param, TabularSoftmax):
+            blocks = self.fisher_blocks()
+            return _block_diagonal_csr(blocks) if sparse else _block_diagonal(blocks)
+        F = self._dense_fisher()
+        return sp.csr_array(F) if sparse else F.copy()
+
+    def kl_hessian(self) -> np.ndarray:
+        """Hessian of the mean KL from second derivatives of ``log pi``, shape
+        (n_params, n_params), a new array on each call (see :func:`kl_hessian`)."""
+        return self.param.expected_neg_log_prob_hessian(self.theta, self.action_state_weights())
+
+    def natural_gradient(self, rtol: float = 1e-12) -> np.ndarray:
+        """``F^+ grad J``, shape (n_params,) (read-only; see :func:`natural_gradient`).
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``rtol`` not positive.
+        """
+        rtol = check_positive(rtol, "rtol")
+
+        def compute():
+            g = self.policy_gradient()
+            if isinstance(self.param, TabularSoftmax):
+                return _tabular_natural_gradient(self.policy, self.action_state_weights(),
+                                                 g.reshape(self.policy.shape),
+                                                 self.fisher_blocks, rtol)
+            return sla.pinvh(self._dense_fisher(), rtol=rtol) @ g
+
+        return self._cached(("natural_gradient", rtol), compute)
+
+
+def evaluate(mdp: TabularMDP, param, theta, *, solver: str = "auto") -> ParameterizedEvaluation:
+    """One exact evaluation of ``pi_theta`` serving ``J``, ``V``, ``Q``, ``A``, ``d``, the
+    policy gradient, the Fisher matrix and the natural gradient from one factorization of
+    ``I - gamma P_pi``.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    param : TabularSoftmax, LinearSoftmax or DirectParameterization
+    theta : array_like, shape (n_params,)
+    solver : {"auto", "direct", "iterative"}
+        As :func:`pgtheory.state_values` (sparse models only).
+
+    Returns
+    -------
+    ParameterizedEvaluation
+        Lazy and cached: nothing is solved until a quantity is requested.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``theta`` of the wrong shape or non-finite; parameterization sized for another MDP;
+        unknown ``solver``.
+    TypeError
+        ``param`` is not a parameterization.
+    SolverError
+        (on first request) As :func:`pgtheory.state_values`.
+
+    References
+    ----------
+    Sutton et al. (2000), Theorem 1; Kakade (2001), Sec. 3; Agarwal et al. (2021),
+    arXiv:1908.00261, Sec. 2 and 5.
+
+    Examples
+    --------
+    >>> import numpy as np, pgtheory as pg
+    >>> mdp = pg.random_mdp(0, 4, 3, gamma=0.9)
+    >>> param = pg.TabularSoftmax(4, 3)
+    >>> ev = pg.evaluate(mdp, param, np.zeros(12))
+    >>> ev.policy_gradient().shape, ev.system.n_factorizations
+    ((12,), 1)
+    """
+    return ParameterizedEvaluation(mdp, param, theta, solver=solver)
 
 
 # ------------------------------------------------------------------------- gradients
@@ -117,29 +329,7 @@ def policy_gradient(mdp: TabularMDP, param, theta, *, solver: str = "auto") -> n
     JMLR 22(98), arXiv:1908.00261, Sec. 2 (policy gradient with the 1/(1-gamma) factor and
     normalized d) and Sec. 4 (tabular softmax expression).
     """
-    _check_param(mdp, param)
-    return _gradient_and_weights(mdp, param, theta, solver)[0]
-
-
-def _gradient_and_weights(mdp: TabularMDP, param, theta, solver: str = "auto"):
-    """``(grad J, w)`` from one policy evaluation."""
-    pi = param.probs(theta)
-    v, q, d = _evaluate(mdp, pi, solver)
-    values = q - v[:, None] if getattr(param, "baseline_invariant", False) else q
-    coeff = d[:, None] * pi * values / (1.0 - mdp.gamma)
-    return _contract_score(param, theta, coeff), d * (~mdp.terminal)
-
-
-def _block_diagonal(blocks: np.ndarray) -> np.ndarray:
-    """Dense (S*A, S*A) matrix with the (S, A, A) blocks on its diagonal (flat scatter)."""
-    S, A, _ = blocks.shape
-    n = S * A
-    out = np.zeros((n, n))
-    base = np.arange(S)[:, None, None] * A
-    rows = base + np.arange(A)[None, :, None]
-    cols = base + np.arange(A)[None, None, :]
-    out.ravel()[(rows * n + cols).ravel()] = blocks.ravel()
-    return out
+    return ParameterizedEvaluation(mdp, param, theta, solver=solver).policy_gradient().copy()
 
 
 def fisher_matrix(mdp: TabularMDP, param, theta, *, sparse: bool = False):
@@ -170,18 +360,7 @@ def fisher_matrix(mdp: TabularMDP, param, theta, *, sparse: bool = False):
     Kakade (2001), "A natural policy gradient", NeurIPS, Sec. 3; Agarwal et al. (2021),
     arXiv:1908.00261, Sec. 5 (Fisher under d_pi).
     """
-    _check_param(mdp, param)
-    pi = param.probs(theta)
-    w = action_state_weights(mdp, pi)
-    if isinstance(param, TabularSoftmax):
-        blocks = param.fisher_blocks(theta, w)
-        if sparse:
-            return sp.csr_array(sp.block_diag(list(blocks), format="csr"))
-        return _block_diagonal(blocks)
-    psi = param.score(theta).reshape(mdp.n_states * mdp.n_actions, param.n_params)
-    x = psi * np.sqrt((w[:, None] * pi).ravel())[:, None]
-    F = x.T @ x
-    return sp.csr_array(F) if sparse else F
+    return ParameterizedEvaluation(mdp, param, theta).fisher_matrix(sparse=sparse)
 
 
 def kl_hessian(mdp: TabularMDP, param, theta) -> np.ndarray:
@@ -205,10 +384,7 @@ def kl_hessian(mdp: TabularMDP, param, theta) -> np.ndarray:
     Schulman et al. (2015), arXiv:1502.05477v5, Appendix C (the Fisher as the KL Hessian);
     Amari (1998), "Natural gradient works efficiently in learning", Sec. 3.
     """
-    _check_param(mdp, param)
-    pi = param.probs(theta)
-    w = action_state_weights(mdp, pi)
-    return param.expected_neg_log_prob_hessian(theta, w)
+    return ParameterizedEvaluation(mdp, param, theta).kl_hessian()
 
 
 def natural_gradient(mdp: TabularMDP, param, theta, *, rtol: float = 1e-12) -> np.ndarray:
@@ -216,13 +392,22 @@ def natural_gradient(mdp: TabularMDP, param, theta, *, rtol: float = 1e-12) -> n
 
     The pseudo-inverse gives the minimum-norm solution of ``F x = grad J``; for tabular softmax
     it is ``(A_pi(s, .) - mean_a A_pi(s, a)) / (1 - gamma)`` on states with ``d_pi(s) > 0``
-    and 0 on the others, computed block by block without forming ``F``.
+    and 0 on the others, computed block by block without forming ``F``: in closed form where
+    every non-zero eigenvalue of the block clears the cutoff (``min_a pi(a|s) > 10 rtol
+    max_a pi(a|s)``, by eigenvalue interlacing), by an eigendecomposition of the block
+    elsewhere. The closed form is also the accurate one when a block is ill-conditioned (an
+    eigendecomposition loses about ``log10(max pi / min pi)`` digits there).
 
     Parameters
     ----------
     rtol : float
         Eigenvalues below ``rtol * max eigenvalue`` (per block for tabular softmax) are
         treated as zero.
+
+    Notes
+    -----
+    A wrapper around :func:`evaluate`; use that object to get ``J``, the gradient, the Fisher
+    matrix and the natural gradient from one factorization.
 
     Returns
     -------
@@ -239,13 +424,7 @@ def natural_gradient(mdp: TabularMDP, param, theta, *, rtol: float = 1e-12) -> n
     """
     _check_param(mdp, param)
     rtol = check_positive(rtol, "rtol")
-    g, w = _gradient_and_weights(mdp, param, theta)
-    if isinstance(param, TabularSoftmax):
-        blocks = param.fisher_blocks(theta, w)
-        x = np.linalg.pinv(blocks, rtol=rtol, hermitian=True) @ g.reshape(mdp.n_states, -1, 1)
-        return x.ravel()
-    F = fisher_matrix(mdp, param, theta)
-    return sla.pinvh(F, rtol=rtol) @ g
+    return ParameterizedEvaluation(mdp, param, theta).natural_gradient(rtol).copy()
 
 
 def npg_step(mdp: TabularMDP, param, theta, step_size: float, *,
@@ -366,21 +545,19 @@ def trpo_step(mdp: TabularMDP, param, theta, *, max_kl: float = 0.01,
     if c >= 1.0:
         raise InvalidArgumentError(f"backtrack_coef: expected a value in (0, 1), received {c}")
     n_bt = check_positive_int(max_backtracks, "max_backtracks", minimum=0)
-    _check_param(mdp, param)
-    t = param.check_theta(theta)
-    pi_old = param.probs(t)
-    v_old, _, d_old = _evaluate(mdp, pi_old)
-    j_old = float(mdp.mu @ v_old)
-    w = d_old * (~mdp.terminal)
-    g = policy_gradient(mdp, param, t)
-    x = natural_gradient(mdp, param, t, rtol=rtol)
+    ev = ParameterizedEvaluation(mdp, param, theta)
+    t, pi_old = ev.theta.copy(), ev.policy
+    j_old = float(mdp.mu @ ev.state_values())
+    w = ev.action_state_weights()
+    g = ev.policy_gradient()
+    x = ev.natural_gradient(rtol).copy()
     gx = float(g @ x)
     zeros = np.zeros_like(t)
     if not gx > 0.0:
         return TRPOStep(t, False, 0.0, 0, zeros, x, 0.0, 0.0, 0.0, 0.0, 0.0,
                         "zero natural gradient: already stationary")
     full = np.sqrt(2.0 * delta / gx) * x
-    F = None if isinstance(param, TabularSoftmax) else fisher_matrix(mdp, param, t)
+    F = None if isinstance(param, TabularSoftmax) else ev.fisher_matrix()
     for k in range(n_bt + 1):
         frac = c ** k
         step = frac * full
@@ -390,7 +567,7 @@ def trpo_step(mdp: TabularMDP, param, theta, *, max_kl: float = 0.01,
         sur = surrogate(mdp, pi_old, pi_new) - j_old
         if kl <= delta and sur > 0.0:
             if F is None:
-                blocks = param.fisher_blocks(t, w)
+                blocks = ev.fisher_blocks()
                 sb = step.reshape(mdp.n_states, -1)
                 quad = 0.5 * float(np.einsum("sa,sab,sb->", sb, blocks, sb))
             else:
