@@ -23,8 +23,16 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-from pgtheory.oracles import batch, components, expectation, policy_head, update
+from pgtheory.oracles import (
+    batch,
+    components,
+    expectation,
+    policy_head,
+    update,
+    update_continuous,
+)
 from pgtheory.oracles.envs import (
+    LQR_TIME_LIMIT,
     TabularEnv,
     lqr_env_fn,
     probe_mdp,
@@ -178,6 +186,7 @@ def _plan(target) -> list[tuple[str, str | None]]:
     if "continuous" in kinds:
         out += [(f"{n}{LQR_SUFFIX}", why) for n, why in out if n.startswith("given_the_batch.")]
         out += [(f"{n}{LQR_SUFFIX}", None) for n in POLICY_HEAD_CHECKS]
+        out += [(f"{n}{LQR_SUFFIX}", None) for n in CONTINUOUS_UPDATE_CHECKS]
     if "discrete" not in kinds:  # the tabular layers need a categorical policy
         out[tabular_start:] = [
             (n, why or NOT_DISCRETE) if "@" not in n else (n, why)
@@ -239,6 +248,8 @@ def stages(target, config: SuiteConfig | None = None) -> list[str]:
         out.append("update level: training")
     if "continuous" in kinds:
         out.append("continuous policy head (LQR)")
+    if "continuous" in kinds and cfg.train_steps > 0 and runs(*CONTINUOUS_TRAINING_CHECKS):
+        out.append("update level: training (LQR)")
     return out
 
 
@@ -261,6 +272,12 @@ POLICY_HEAD_CHECKS = ("given_the_batch.log_prob_gradient", "given_the_batch.acti
 #: Suffix of the given-the-batch checks run on the LQR environment (continuous actions).
 LQR_SUFFIX = "@lqr"
 
+#: Update-level checks on the LQR environment (:mod:`pgtheory.oracles.update_continuous`), exact
+#: for affine-Gaussian policies and not applicable (skipped, with the measured reason) to others.
+CONTINUOUS_UPDATE_CHECKS = ("update_level.kl", "update_level.improvement")
+#: Those of them that need a training run.
+CONTINUOUS_TRAINING_CHECKS = ("update_level.improvement" + LQR_SUFFIX,)
+
 
 def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
                        planned: list[tuple[str, str | None]]) -> dict[str, CheckResult]:
@@ -270,7 +287,8 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
     MDP; on the LQR environment only the batch-level checks, which hold for any policy
     distribution and any environment, are run.
     """
-    names = [n for n, why in planned if n.endswith(LQR_SUFFIX) and why is None]
+    names = [n for n, why in planned if n.endswith(LQR_SUFFIX) and why is None
+             and n not in CONTINUOUS_TRAINING_CHECKS]
     iterations: list[Iteration] = []
     agent = None
     try:
@@ -282,14 +300,78 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
     except TargetProtocolError:
         raise
     except Exception as exc:
-        out = _error_all(names, f"on the LQR environment the agent raised {exc!r} after "
-                                f"{len(iterations)} iteration(s)", exc, agent)
-        return {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
+        return _error_all(names, f"on the LQR environment the agent raised {exc!r} after "
+                                 f"{len(iterations)} iteration(s)", exc, agent)
     gamma, lam = float(hp["gamma"]), float(hp.get("gae_lambda", 1.0))
     out = _batch_checks(agent, iterations, hp, algo, gamma, lam, seed=cfg.seed)
-    return {f"{n}{LQR_SUFFIX}": dataclasses.replace(
+    out = {f"{n}{LQR_SUFFIX}": dataclasses.replace(
         r, name=f"{n}{LQR_SUFFIX}", explanation=f"LQR (Gaussian policy): {r.explanation}")
         for n, r in out.items()}
+    kl_name = f"update_level.kl{LQR_SUFFIX}"
+    if kl_name in names:
+        out[kl_name] = _continuous_kl(agent, iterations, hp, algo)
+    return out
+
+
+def _lqr_model(gamma: float):
+    """The model of the suite's LQR environment, with the target's discount."""
+    m = lqr_env_fn()().unwrapped.model
+    return dataclasses.replace(m, gamma=gamma)
+
+
+def _continuous_kl(agent, iterations: list[Iteration], hp: dict, algo: str) -> CheckResult:
+    """``update_level.kl@lqr`` on the recorded LQR iterations (skip when not affine)."""
+    name = f"update_level.kl{LQR_SUFFIX}"
+    model = _lqr_model(float(hp["gamma"]))
+    bound = hp.get("max_kl", hp.get("target_kl"))
+    if algo == "trpo" and not hp.get("line_search", True):
+        bound = None  # the natural policy gradient bounds the KL only to second order
+    if any(not it.rollout.valid_mask().all() for it in iterations):
+        return CheckResult(name, "update_level", "inconclusive", "buffers without reset slots",
+                           "reset slots", "the buffers hold next-step autoreset slots; the "
+                           "exact buffer state law is derived for same-step resets only")
+    try:
+        n = model.n_state
+        collected = [update_continuous.affine_policy(agent, n, it.parameters_at_collection)
+                     for it in iterations]
+        updated = [update_continuous.affine_policy(agent, n, it.parameters_after)
+                   for it in iterations]
+        elapsed = update_continuous.steps_since_reset(
+            [it.rollout.truncated for it in iterations],
+            [it.rollout.terminated for it in iterations], time_limit=LQR_TIME_LIMIT)
+    except update_continuous.NotAffineError as exc:
+        return _skip(name, str(exc))
+    except ValueError as exc:
+        return CheckResult(name, "update_level", "inconclusive", "a continuing buffer", "-",
+                           f"the buffers' steps since reset could not be read: {exc}")
+    return update_continuous.check_update_kl(model, collected, updated, elapsed, max_kl=bound)
+
+
+def continuous_training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResult]:
+    """``update_level.improvement@lqr``: a training run of ``cfg.train_steps`` env steps on the
+    LQR environment, the affine policy read off the agent at about 15 points of it."""
+    name = CONTINUOUS_TRAINING_CHECKS[0]
+    model = _lqr_model(float(hp["gamma"]))
+    steps = 0
+    agent = None
+    try:
+        agent = target.make_agent(lqr_env_fn(), seed=cfg.seed, num_envs=cfg.num_envs,
+                                  num_steps=cfg.num_steps)
+        pols = [update_continuous.affine_policy(agent, model.n_state)]
+        per_record = max(cfg.train_steps // 15, 1)
+        while steps < cfg.train_steps:
+            it = agent.iterate()
+            before, steps = steps, steps + int(np.prod(it.rollout.shape))
+            if steps // per_record > before // per_record or steps >= cfg.train_steps:
+                pols.append(update_continuous.affine_policy(agent, model.n_state))
+    except update_continuous.NotAffineError as exc:
+        return {name: _skip(name, str(exc))}
+    except Exception as exc:
+        return _error_all([name], f"training on the LQR environment raised {exc!r} after "
+                                  f"{steps} env steps", exc, agent)
+    return {name: update_continuous.check_improvement(
+        model, pols, time_limit=LQR_TIME_LIMIT, ent_coef=float(hp.get("ent_coef", 0.0) or 0.0),
+        budget=f", after {steps} env steps on the LQR environment")}
 
 
 def _skip(name: str, reason: str) -> CheckResult:
@@ -435,6 +517,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
         results.update(_continuous_checks(target, cfg, hp, algo, planned))
         say("continuous policy head (LQR)")
         results.update(policy_head_checks(target, cfg))
+        results.update(_continuous_training(target, cfg, hp, planned, say))
         return _in_plan_order(results, planned)
 
     mdp = oracle_mdp(gamma, cfg.seed)
@@ -462,6 +545,7 @@ def run_suite(target, *, config: SuiteConfig | None = None,
         if "continuous" in kinds:  # independent of the tabular run that crashed
             results.update(_continuous_checks(target, cfg, hp, algo, planned))
             results.update(policy_head_checks(target, cfg))
+            results.update(_continuous_training(target, cfg, hp, planned, lambda _m: None))
         return _in_plan_order(results, planned)
 
     say("given the batch")
@@ -494,7 +578,19 @@ def run_suite(target, *, config: SuiteConfig | None = None,
     if "continuous" in kinds:
         say("continuous policy head (LQR)")
         results.update(policy_head_checks(target, cfg))
+        results.update(_continuous_training(target, cfg, hp, planned, say))
     return _in_plan_order(results, planned)
+
+
+def _continuous_training(target, cfg: SuiteConfig, hp: dict, planned, say) -> dict:
+    """The LQR training checks when planned, or their quick-mode skips."""
+    if not _runs(planned)(*CONTINUOUS_TRAINING_CHECKS):
+        return {}
+    if cfg.train_steps <= 0:
+        return {n: _skip(n, "no training budget (quick mode): run the full suite")
+                for n in CONTINUOUS_TRAINING_CHECKS}
+    say("update level: training (LQR)")
+    return continuous_training_checks(target, cfg, hp)
 
 
 def _in_plan_order(results: dict[str, CheckResult],

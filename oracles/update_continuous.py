@@ -1,0 +1,432 @@
+"""Layer 4, update level, continuous actions: exact consequences of updates on the LQR oracle.
+
+On the suite's LQR environment (:func:`pgtheory.oracles.envs.lqr_env_fn`: the double integrator,
+episodes truncated after :data:`~pgtheory.oracles.envs.LQR_TIME_LIMIT` steps, never terminated)
+an agent whose policy is **affine-Gaussian** -- ``u ~ N(-K x + k, diag(sigma^2))`` with a
+state-independent ``sigma``: a linear policy layer with bias and a free log-std
+(Stable-Baselines3 with ``net_arch=[]``, this project's algorithms with ``hidden_sizes=()``)
+-- has exact closed forms (:mod:`pgtheory.lqr`):
+
+* :func:`affine_policy` -- reads ``(K, k, log_sigma)`` off the agent by probing its
+  distribution's mean and standard deviation at ``n + 1`` states and verifies the fit at
+  random further states; any other policy class gets :class:`NotAffineError` and the checks
+  report *not applicable* (verdict ``skip``) with the measured residual;
+* :func:`check_update_kl` -- the exact mean ``KL(pi_k || pi_{k+1})`` of every recorded update
+  under the exact law of the states in the update's buffer (steps since each env's reset read
+  off the truncation flags; the start of an episode begun in an earlier buffer was collected by
+  that buffer's policy), against TRPO's delta with the tabular check's slack;
+* :func:`check_improvement` -- the exact finite-horizon return ``J_T`` (the discounted return
+  of an episode of the time limit, what the environment delivers) over a training run, with the
+  tabular check's rule.
+
+Not covered here (reported as gaps): the fitted critic against the exact value (an affine
+critic, the class of every target above, cannot represent the quadratic value, so the check
+would be not applicable for all of them) and convergence toward the Riccati optimum (the best
+stationary affine policy of the truncated problem is not the Riccati gain, and no audit-sized
+budget was measured to reach it reliably).
+
+References: Schulman et al. (2015), arXiv:1502.05477v5, Eq. (12) (the mean-KL constraint);
+Kakade & Langford (2002) (improvement for small steps); Fazel et al. (2018), arXiv:1801.05039
+(policy gradient on LQR).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+from pgtheory.oracles.results import CheckResult
+
+import pgtheory.lqr as lqr
+
+__all__ = ["AffinePolicy", "NotAffineError", "affine_policy", "check_improvement",
+           "check_update_kl", "steps_since_reset"]
+
+LAYER = "update_level"
+
+#: Relative residual (of the largest |mean| over the probe states) above which the policy mean
+#: is not affine. float32 networks compute an affine map with a relative rounding error of a
+#: few float32 epsilons (1.2e-7) per term; 1e-4 leaves a margin of 100 for n <= 10 inputs,
+#: while a tanh MLP's curvature at states of norm ~2 is a percent-level effect.
+AFFINE_RTOL = 1e-4
+#: Relative spread of the standard deviation across probe states above which it is state
+#: dependent.
+STD_RTOL = 1e-4
+#: Number of random verification states (N(0, PROBE_SCALE^2 I)).
+N_VERIFY = 16
+PROBE_SCALE = 2.0
+
+
+class NotAffineError(ValueError):
+    """The agent's policy is not affine-Gaussian with a state-independent std (the message says
+    what was measured): the exact LQR closed forms do not apply to it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AffinePolicy:
+    """``u ~ N(-K x + bias, diag(exp(2 log_sigma)))``.
+
+    Attributes
+    ----------
+    K : ndarray, shape (m, n)
+    bias : ndarray, shape (m,)
+    log_sigma : ndarray, shape (m,)
+    """
+
+    K: np.ndarray
+    bias: np.ndarray
+    log_sigma: np.ndarray
+
+    def same_as(self, other: AffinePolicy, atol: float = 1e-9) -> bool:
+        return all(np.allclose(a, b, rtol=0.0, atol=atol) for a, b in
+                   ((self.K, other.K), (self.bias, other.bias),
+                    (self.log_sigma, other.log_sigma)))
+
+
+def affine_policy(agent, n_state: int, parameters: dict | None = None, *,
+                  seed: int = 0) -> AffinePolicy:
+    """The agent's policy as an exact affine-Gaussian ``(K, bias, log_sigma)``.
+
+    The mean ``mu(x)`` and standard deviation ``s(x)`` of ``agent.distribution`` are read at
+    ``x = 0``, ``x = PROBE_SCALE e_i`` (``n + 1`` states: an affine map is determined by them,
+    ``-K e_i = (mu(PROBE_SCALE e_i) - mu(0)) / PROBE_SCALE``, ``bias = mu(0)``) and at
+    :data:`N_VERIFY` random states ``N(0, PROBE_SCALE^2 I)`` (seeded). The policy is accepted
+    when the affine prediction matches every probed mean within ``AFFINE_RTOL * max |mu|``
+    (plus 1e-7 absolute, for a mean that is zero everywhere) and ``s`` is the same at every state
+    within ``STD_RTOL`` relative.
+
+    Parameters
+    ----------
+    agent
+        A protocol agent whose ``distribution(obs)`` has ``mean`` and ``stddev`` of shape
+        (B, m) (a diagonal Gaussian; ``torch.distributions.Independent(Normal)`` qualifies).
+    n_state : int
+        Observation dimension (the LQR state).
+    parameters : dict, optional
+        Evaluate at these parameters (restored afterwards); default the current ones.
+    seed : int
+        Seeds the verification states.
+
+    Returns
+    -------
+    AffinePolicy
+        float64 arrays.
+
+    Raises
+    ------
+    NotAffineError
+        No ``mean``/``stddev``, non-finite values, a mean that is not affine in the state or a
+        state-dependent std (the message gives the measured residual and the tolerance).
+    """
+    import torch
+    from pgtheory.oracles.protocol import parameters_set
+
+    rng = np.random.default_rng([30_011, seed])
+    probes = np.vstack([np.zeros(n_state), PROBE_SCALE * np.eye(n_state),
+                        rng.normal(scale=PROBE_SCALE, size=(N_VERIFY, n_state))])
+
+    def read():
+        with torch.no_grad():
+            d = agent.distribution(torch.as_tensor(probes, dtype=torch.float32))
+            if not (hasattr(d, "mean") and hasattr(d, "stddev")):
+                raise NotAffineError(f"not applicable: the policy distribution "
+                                     f"{type(d).__name__} has no mean and stddev (expected a "
+                                     f"diagonal Gaussian)")
+            try:
+                mu, sd = d.mean, d.stddev
+            except NotImplementedError:
+                raise NotAffineError(f"not applicable: the policy distribution "
+                                     f"{type(d).__name__} has no closed-form mean and "
+                                     f"stddev (e.g. a squashed Gaussian)") from None
+            return (mu.detach().cpu().numpy().astype(np.float64),
+                    torch.broadcast_to(sd, mu.shape).detach().cpu().numpy().astype(np.float64))
+
+    if parameters is None:
+        mu, sd = read()
+    else:
+        with parameters_set(agent, parameters):
+            mu, sd = read()
+    if mu.ndim != 2 or mu.shape[0] != len(probes):
+        raise NotAffineError(f"not applicable: expected a policy mean of shape "
+                             f"({len(probes)}, m), received {mu.shape}")
+    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sd)) and np.all(sd > 0)):
+        raise NotAffineError("not applicable: the policy mean or std is not finite and "
+                             "positive at the probe states")
+    bias = mu[0]
+    K = -((mu[1:n_state + 1] - bias) / PROBE_SCALE).T
+    pred = bias + probes @ (-K.T)
+    resid = float(np.abs(pred - mu).max())
+    tol = AFFINE_RTOL * float(np.abs(mu).max()) + 1e-7
+    if resid > tol:
+        raise NotAffineError(f"not applicable: the policy mean is not affine in the state (max "
+                             f"residual {resid:.3g} of an affine fit at {len(probes)} probe "
+                             f"states, allowed {tol:.3g}); the LQR closed forms hold for "
+                             f"affine-Gaussian policies only")
+    spread = float((sd.max(axis=0) / sd.min(axis=0) - 1.0).max())
+    if spread > STD_RTOL:
+        raise NotAffineError(f"not applicable: the policy std depends on the state (relative "
+                             f"spread {spread:.3g} over {len(probes)} probe states, allowed "
+                             f"{STD_RTOL:g}); the LQR closed forms need a state-independent "
+                             f"log-std")
+    return AffinePolicy(K=K, bias=bias, log_sigma=np.log(sd[0]))
+
+
+def steps_since_reset(truncated_flags: list, terminated_flags: list | None = None, *,
+                      time_limit: int) -> list[np.ndarray]:
+    """Steps since each env's reset at every position of consecutive buffers.
+
+    The buffers are collected continuously (the first starts at fresh resets; each later one
+    continues the episodes the previous one cut). A column whose count contradicts its
+    truncation flags (an agent that resets its envs at every collection) is re-read from its
+    first truncation, which marks step ``time_limit - 1``.
+
+    Parameters
+    ----------
+    truncated_flags : list of ndarray of bool, shape (T_k, N)
+    terminated_flags : list of ndarray of bool, shape (T_k, N), optional
+    time_limit : int
+
+    Returns
+    -------
+    list of ndarray of int, shape (T_k, N)
+
+    Raises
+    ------
+    ValueError
+        A termination on the never-terminating LQR env, or flags that no time limit of
+        ``time_limit`` explains.
+    """
+    out, carry = [], None
+    for k, trunc in enumerate(truncated_flags):
+        trunc = np.asarray(trunc, dtype=bool)
+        if terminated_flags is not None and np.any(terminated_flags[k]):
+            raise ValueError(f"buffer {k}: expected no termination on the LQR environment "
+                             f"(it never terminates), received terminated flags")
+        L, N = trunc.shape
+        e = np.zeros((L, N), int)
+        e[0] = 0 if carry is None else carry
+        for t in range(1, L):
+            e[t] = np.where(trunc[t - 1], 0, e[t - 1] + 1)
+        for j in range(N):
+            if np.array_equal(trunc[:, j], e[:, j] == time_limit - 1):
+                continue
+            hits = np.flatnonzero(trunc[:, j])
+            start = time_limit - 1 - int(hits[0]) if len(hits) else -1
+            col = np.zeros(L, int)
+            if start >= 0:
+                col[0] = start
+                for t in range(1, L):
+                    col[t] = 0 if trunc[t - 1, j] else col[t - 1] + 1
+            if start < 0 or not np.array_equal(trunc[:, j], col == time_limit - 1):
+                raise ValueError(f"buffer {k}, env {j}: the truncation flags do not follow a "
+                                 f"time limit of {time_limit} steps")
+            e[:, j] = col
+        out.append(e)
+        carry = np.where(trunc[-1], 0, e[-1] + 1)
+    return out
+
+
+def buffer_law(model: lqr.LQRModel, policies: list[AffinePolicy], elapsed: list[np.ndarray],
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact mean (n,) and second moment (n, n) of the state at a uniform position of buffer
+    ``k``.
+
+    Position ``(t, j)`` holds the state ``e = elapsed[k][t, j]`` steps after a reset; step
+    ``s < e`` of that episode was taken at row ``t - e + s`` of buffer ``k``, or of an earlier
+    buffer when negative, by that buffer's collecting policy ``policies[k']``
+    (:func:`pgtheory.lqr.state_moments` with per-step policies). Rows before the first buffer
+    (an agent whose first buffer starts mid-episode) are taken as collected by ``policies[0]``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        As :func:`pgtheory.lqr.state_moments`.
+    """
+    lengths = [len(e) for e in elapsed]
+    E = elapsed[k]
+    mean = np.zeros(model.n_state)
+    second = np.zeros((model.n_state, model.n_state))
+    cache: dict = {}
+    for t, j in itertools.product(range(E.shape[0]), range(E.shape[1])):
+        e = int(E[t, j])
+        owners = []
+        for s in range(e):
+            row, kk = t - e + s, k
+            while row < 0 and kk > 0:
+                kk -= 1
+                row += lengths[kk]
+            owners.append(kk)
+        key = tuple(owners)
+        if key not in cache:
+            pols = [policies[o] for o in owners] or [policies[k]]
+            stack = (lambda xs: np.stack(xs)) if owners else (lambda xs: xs[0])
+            law = lqr.state_moments(model, stack([p.K for p in pols]),
+                                    stack([p.log_sigma for p in pols]), len(owners),
+                                    bias=stack([p.bias for p in pols]))
+            cache[key] = (law.mean[-1], law.second_moment[-1])
+        mean += cache[key][0]
+        second += cache[key][1]
+    return mean / E.size, second / E.size
+
+
+def check_update_kl(model: lqr.LQRModel, collected: list[AffinePolicy],
+                    updated: list[AffinePolicy], elapsed: list[np.ndarray], *,
+                    max_kl: float | None = None, slack: float = 3.0) -> CheckResult:
+    """Exact mean KL of every update under its buffer's exact state law, against TRPO's delta.
+
+    For update ``k`` (collecting policy ``collected[k]``, policy after the update
+    ``updated[k]``) the mean ``E_x KL(pi_k(.|x) || pi_{k+1}(.|x))`` is exact for
+    affine-Gaussian policies given the state law's mean and second moment
+    (:func:`pgtheory.lqr.kl_divergence`), here the law of a uniformly drawn position of the
+    buffer the update was computed from (:func:`buffer_law`). TRPO enforces ``KL <= delta``
+    on its batch, a sample of that law; as in the tabular check the exact mean may exceed
+    delta by sampling error, so the check fails only above ``slack * delta`` (default 3).
+
+    Parameters
+    ----------
+    model : LQRModel
+        The environment's model (gamma is not used).
+    collected, updated : list of AffinePolicy
+        One per recorded update, in order.
+    elapsed : list of ndarray of int, shape (T_k, N)
+        :func:`steps_since_reset` of the buffers.
+    max_kl : float, optional
+        TRPO's delta; without it the KLs are reported and the verdict is ``skip``.
+    slack : float
+
+    Returns
+    -------
+    CheckResult
+        Named ``update_level.kl@lqr``.
+
+    Raises
+    ------
+    ValueError
+        No update, or lists of different lengths.
+
+    References
+    ----------
+    Schulman et al. (2015), arXiv:1502.05477v5, Eq. (12); :func:`pgtheory.lqr.kl_divergence`.
+    """
+    name = "update_level.kl@lqr"
+    if not collected or len(collected) != len(updated) or len(collected) != len(elapsed):
+        raise ValueError(f"collected, updated, elapsed: expected equal non-zero lengths, "
+                         f"received {len(collected)}, {len(updated)}, {len(elapsed)}")
+    kls = []
+    for k, (old, new) in enumerate(zip(collected, updated, strict=True)):
+        mu, S = buffer_law(model, collected, elapsed, k)
+        kls.append(lqr.kl_divergence(model, old.K, old.log_sigma, new.K, new.log_sigma,
+                                     state_second_moment_=S, bias=old.bias, bias_new=new.bias,
+                                     state_mean=mu))
+    worst = int(np.argmax(kls))
+    summary = f"max {kls[worst]:.3g} (update {worst}), median {np.median(kls):.3g}"
+    where = "under the exact state law of its buffer (affine-Gaussian policy on LQR)"
+    if max_kl is None:
+        return CheckResult(name, LAYER, "skip", "no KL bound declared", summary,
+                           f"exact mean KL per update {where}: {summary}; the target declares "
+                           f"no trust region, so nothing is asserted")
+    if kls[worst] > slack * max_kl:
+        return CheckResult(name, LAYER, "fail", f"<= {slack} x delta = {slack * max_kl:.3g}",
+                           f"{kls[worst]:.3g}",
+                           f"update {worst} moved the policy by exact mean KL {kls[worst]:.3g} "
+                           f"{where}, more than {slack} x delta ({max_kl}): the trust region "
+                           f"is not enforced", tolerance=slack * max_kl)
+    return CheckResult(name, LAYER, "pass", f"<= {slack} x delta", summary,
+                       f"{len(kls)} updates within the trust region (exact mean KL {where}: "
+                       f"{summary}, delta {max_kl})", tolerance=slack * max_kl)
+
+
+def optimal_finite_horizon_return(model: lqr.LQRModel, horizon: int) -> float:
+    """``J*_T``: the best return of an episode of ``horizon`` steps over *all* policies (the
+    time-varying Riccati gains, no noise): ``-(tr(P_0 Sigma0) + sum_{t<T} gamma^{t+1}
+    tr(P_{t+1} W))``. An upper bound for every stationary affine policy.
+
+    References
+    ----------
+    :func:`pgtheory.lqr.finite_horizon_riccati`; Bertsekas (2017), Vol. 1, Sec. 3.2.
+    """
+    _, P = lqr.finite_horizon_riccati(model, horizon)
+    g = model.gamma
+    noise = sum(g ** (t + 1) * np.trace(P[t + 1] @ model.W) for t in range(horizon))
+    return float(-(np.trace(P[0] @ model.Sigma0) + noise))
+
+
+def check_improvement(model: lqr.LQRModel, policies: list[AffinePolicy], *, time_limit: int,
+                      ent_coef: float = 0.0, margin: float = 0.0,
+                      rtol: float = 0.05, budget: str = "") -> CheckResult:
+    """The exact return ``J_T`` of an episode of the time limit over a training run.
+
+    ``J_T(K, k, sigma)`` is :func:`pgtheory.lqr.finite_horizon_return` with the target's
+    gamma. Rule (as the tabular :func:`pgtheory.oracles.update.check_improvement`):
+
+    * **pass**: ``J_end > J_start + margin``;
+    * **fail**: ``J_end < J_start - rtol * max(|J*|, J* - J_start)``, ``J*`` the optimal
+      finite-horizon return (:func:`optimal_finite_horizon_return`): the return fell by more
+      than ``rtol`` of its scale over the run;
+    * **fail**: every recorded policy equals the first while ``ent_coef == 0``: with
+      ``sigma > 0`` the exact return strictly increases as ``sigma`` shrinks (the noise costs
+      ``tr(R D)`` per step plus its propagated state cost, :func:`pgtheory.lqr.policy_gradient`:
+      ``d J / d log sigma_i = -2 sigma_i^2 (R + gamma B^T P B)_ii / (1 - gamma) < 0`` for the
+      discounted objective that bootstrapped advantages estimate), so a correct update with a
+      positive step size moves the policy;
+    * **inconclusive**: otherwise.
+
+    Parameters
+    ----------
+    model : LQRModel
+        With the target's gamma.
+    policies : list of AffinePolicy
+        Recorded over training, first to last.
+    time_limit : int
+    ent_coef : float
+        The target's entropy coefficient (an entropy bonus can make a fixed sigma optimal).
+    margin, rtol : float
+    budget : str
+        For the explanation.
+
+    Returns
+    -------
+    CheckResult
+        Named ``update_level.improvement@lqr``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two policies.
+
+    References
+    ----------
+    Kakade & Langford (2002), ICML, Thm. 4.1; Fazel et al. (2018), arXiv:1801.05039, Lemma 1.
+    """
+    name = "update_level.improvement@lqr"
+    if len(policies) < 2:
+        raise ValueError(f"policies: expected at least 2, received {len(policies)}")
+    J = np.array([lqr.finite_horizon_return(model, p.K, p.log_sigma, time_limit, bias=p.bias)
+                  for p in policies])
+    J_star = optimal_finite_horizon_return(model, time_limit)
+    drop_tol = rtol * max(abs(J_star), J_star - J[0], 1e-12)
+    text = (f"exact J_T (episodes of {time_limit} steps, gamma {model.gamma:g}) {J[0]:.4g} -> "
+            f"{J[-1]:.4g} over {len(J) - 1} recorded policies (largest drop between consecutive "
+            f"ones {min(np.diff(J).min(), 0):.3g}; optimum J*_T = {J_star:.4g}){budget}")
+    if J[-1] > J[0] + margin:
+        return CheckResult(name, LAYER, "pass", f"J_end > J_start + {margin}", f"{J[-1]:.4g}",
+                           text, tolerance=margin)
+    if J[-1] < J[0] - drop_tol:
+        return CheckResult(name, LAYER, "fail", f"J_end >= J_start - {drop_tol:.3g}",
+                           f"{J[-1]:.4g}",
+                           f"the exact return did not improve over training, it fell by "
+                           f"{J[0] - J[-1]:.3g} (more than {drop_tol:.3g}, {rtol:g} of its "
+                           f"scale): {text}; a sign or weighting error in the update",
+                           tolerance=drop_tol)
+    frozen = all(p.same_as(policies[0]) for p in policies[1:])
+    if frozen and not ent_coef:
+        return CheckResult(name, LAYER, "fail", "the policy moves (sigma > 0 can shrink)",
+                           "unchanged",
+                           f"the policy did not change at all over {len(J) - 1} recorded "
+                           f"policies: {text}; without an entropy bonus the exact return rises "
+                           f"as sigma shrinks, so the updates have no effect", tolerance=drop_tol)
+    return CheckResult(name, LAYER, "inconclusive", f"J_end > J_start + {margin}", f"{J[-1]:.4g}",
+                       f"the exact return did not change measurably over training (within "
+                       f"{drop_tol:.3g}): {text}; a step size too small for the budget is not a "
+                       f"defect by itself", tolerance=drop_tol)

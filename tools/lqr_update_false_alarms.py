@@ -1,0 +1,77 @@
+"""False alarms of the update-level LQR checks on correct implementations, over seeds.
+
+For each target (this project's PPO, TRPO and A2C with linear layers, Stable-Baselines3 PPO
+and sb3-contrib TRPO with ``net_arch=[]``, 128-step buffers) and each seed, runs what the suite
+runs for ``update_level.kl@lqr`` (5 recorded iterations, 4 envs x 16 steps) and
+``update_level.improvement@lqr`` (a 9,600-step training run), and counts the verdicts.
+Usage: ``python tools/lqr_update_false_alarms.py [--seeds N] [--targets ppo,trpo,...]``;
+prints one line per target and exits 1 when any correct target got a FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+
+TARGETS = ("ppo", "trpo", "a2c", "sb3-ppo", "sb3-trpo")
+
+
+def make(name: str):
+    if name.startswith("sb3-"):
+        from pgtheory.oracles.sb3 import SB3Target
+
+        if name == "sb3-ppo":
+            from stable_baselines3 import PPO as cls
+        else:
+            from sb3_contrib import TRPO as cls
+        return SB3Target(lambda env: cls("MlpPolicy", env, n_steps=128, batch_size=32,
+                                         policy_kwargs=dict(net_arch=[]), verbose=0), name=name)
+    from pgtheory.implementations.targets import target
+
+    return target(name, hidden_sizes=())
+
+
+def main(argv=None) -> int:
+    import torch
+    from pgtheory.oracles import suite
+    from pgtheory.oracles.envs import lqr_env_fn
+
+    torch.set_num_threads(1)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--targets", default=",".join(TARGETS))
+    a = p.parse_args(argv)
+    names = a.targets.split(",")
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown or a.seeds < 1:
+        print(f"lqr_update_false_alarms: expected --targets among {TARGETS} and --seeds >= 1, "
+              f"received {a.targets!r}, {a.seeds}", file=sys.stderr)
+        return 2
+    any_fail = False
+    for name in names:
+        tg = make(name)
+        counts = {"kl": collections.Counter(), "improvement": collections.Counter()}
+        t0 = time.time()
+        for seed in range(a.seeds):
+            cfg = suite.SuiteConfig(seed=seed)
+            agent = tg.make_agent(lqr_env_fn(), seed=seed, num_envs=cfg.num_envs,
+                                  num_steps=cfg.num_steps)
+            its = [agent.iterate() for _ in range(cfg.n_iterations)]
+            kl = suite._continuous_kl(agent, its, tg.hyperparameters, tg.algorithm)
+            imp = suite.continuous_training_checks(tg, cfg, tg.hyperparameters)[
+                "update_level.improvement@lqr"]
+            counts["kl"][kl.verdict] += 1
+            counts["improvement"][imp.verdict] += 1
+            for r in (kl, imp):
+                if r.verdict == "fail":
+                    any_fail = True
+                    print(f"  {name} seed {seed}: {r}")
+        print(f"{name}: {a.seeds} seeds, kl@lqr {dict(counts['kl'])}, improvement@lqr "
+              f"{dict(counts['improvement'])} ({time.time() - t0:.0f} s)", flush=True)
+    return 1 if any_fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
