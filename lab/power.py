@@ -20,11 +20,16 @@ with ``--campaign N``):
    indices, inconclusive verdicts tabulated by check and reason, errors, median and maximum
    audit time against the 120 s goal).
 
-Every job is a fresh ``python`` process (the audit time a user sees, imports included) with
-one torch thread, ``--jobs`` of them at a time. A record is written as soon as its job ends, so
-an interrupted run resumes where it stopped; records already present are not recomputed
-(``--fresh`` starts over). Records carry the commit they were obtained at; the scorecard names
-the commits it summarizes.
+Every audit is a fresh ``python`` process (the audit time a user sees, imports included) with
+one torch thread. The jobs run on an executor of :mod:`pgtheory.lab.executors`: worker
+processes on this machine, ``--jobs`` at a time (the default), or Ray tasks of one CPU each
+with ``--ray`` (a local Ray started for the run) or ``--ray-address ADDRESS`` (an existing
+cluster). A job whose worker is lost or that runs past ``--job-timeout`` is run again, at most
+``--retries`` more times, then recorded as an error. A record is written as soon as its job
+ends, so an interrupted run (Ctrl-C included) resumes where it stopped; records already present
+are not recomputed (``--fresh`` starts over). The records are the same whichever executor ran
+the jobs, apart from :data:`VOLATILE_FIELDS` (:func:`comparable`). Records carry the commit
+they were obtained at; the scorecard names the commits it summarizes.
 
 Audit records keep the names of the failed, inconclusive and error checks and those checks'
 explanations (:func:`audit_record`); only a fail counts as a false alarm (the verdicts are
@@ -41,7 +46,6 @@ records together cover every check the current audit plans; the seed fails when 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import dataclasses
 import datetime
 import json
@@ -54,15 +58,22 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["CAMPAIGN_MAX_SECONDS", "CONTROLS", "OURS", "audit_record", "campaign_jobs",
-           "clopper_pearson", "main", "reason", "scorecard"]
+if TYPE_CHECKING:
+    from pgtheory.lab.executors import Executor, Outcome
+
+__all__ = ["CAMPAIGN_MAX_SECONDS", "CONTROLS", "OURS", "VOLATILE_FIELDS", "audit_record",
+           "campaign_jobs", "clopper_pearson", "comparable", "main", "reason", "run_job",
+           "run_jobs", "scorecard"]
 
 #: The project's implementations and the third-party controls audited for false alarms.
 OURS = ("ppo", "trpo", "a2c", "reinforce")
 CONTROLS = ("sb3:PPO", "sb3-contrib:TRPO", "sb3:A2C")
 DEFAULT_RECORDS = "docs/power"
 DEFAULT_OUT = "docs/scorecard.md"
+#: Seconds a power-run job may run before it is killed and run again (an audit takes 1-2 min).
+DEFAULT_JOB_TIMEOUT = 3600.0
 
 
 class PowerError(ValueError):
@@ -143,9 +154,13 @@ class Records:
                     tmp.write_text(json.dumps(plans, indent=1, sort_keys=True) + "\n")
                     tmp.replace(self.root / "plans.json")
                 record["checks_id"] = cid
-            with open(self.root / f"{kind}.jsonl", "a") as fh:
-                fh.write(json.dumps(record, sort_keys=True) + "\n")
-                fh.flush()
+            line = (json.dumps(record, sort_keys=True) + "\n").encode()
+            fd = os.open(self.root / f"{kind}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                         0o644)
+            try:  # one write: an interrupted run leaves whole lines only
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
     def plans(self) -> dict[str, list[str]]:
         path = self.root / "plans.json"
@@ -202,8 +217,34 @@ def _env() -> dict:
     return env
 
 
+def _today() -> str:
+    return datetime.date.today().isoformat()
+
+
+def _lost(proc: subprocess.CompletedProcess, what: str) -> None:
+    """Raise :class:`~pgtheory.lab.executors.JobLost` when ``proc`` was killed by a signal
+    (out of memory, a node going away): the executor runs the job again."""
+    from pgtheory.lab.executors import JobLost
+
+    if proc.returncode < 0:
+        raise JobLost(f"{what} was killed by signal {-proc.returncode}")
+
+
+def _failed_audit(target: str, seed: int, scope: str, commit: str, *, exit_code, error: str,
+                  wall_s: float | None) -> dict:
+    """The record of an audit that gave no report (crashed, or lost after the retries)."""
+    return {"target": target, "seed": seed, "scope": scope, "exit_code": exit_code,
+            "error": error, "seconds": None,
+            "wall_s": None if wall_s is None else round(wall_s, 2), "checks": [], "failed": [],
+            "inconclusive": [], "errors": [], "explanations": {}, "commit": commit,
+            "date": _today()}
+
+
 def _run_audit(target: str, seed: int, scope: str, commit: str) -> dict:
-    if scope == "policy_head":  # in this process: a second or two each, imports dominate
+    if scope == "policy_head":  # in the worker process: a second or two, imports dominate
+        import torch
+
+        torch.set_num_threads(1)
         return audit_record(_policy_head_report(target, seed), scope=scope, wall_s=None,
                             commit=commit)
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,11 +255,9 @@ def _run_audit(target: str, seed: int, scope: str, commit: str) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         wall = time.perf_counter() - t0
         if not os.path.exists(path):
-            return {"target": target, "seed": seed, "scope": scope, "exit_code": proc.returncode,
-                    "error": (proc.stderr or proc.stdout)[-500:], "seconds": None,
-                    "wall_s": round(wall, 2), "checks": [], "failed": [], "inconclusive": [],
-                    "errors": [], "explanations": {}, "commit": commit,
-                    "date": datetime.date.today().isoformat()}
+            _lost(proc, f"the audit of {target} (seed {seed})")
+            return _failed_audit(target, seed, scope, commit, exit_code=proc.returncode,
+                                 error=(proc.stderr or proc.stdout)[-500:], wall_s=wall)
         with open(path) as fh:
             report = json.load(fh)
     return audit_record(report, scope=scope, wall_s=wall, commit=commit)
@@ -230,12 +269,53 @@ def _run_mutant(name: str, commit: str) -> dict:
         cmd = [sys.executable, "-m", "pgtheory.lab.mutants", "--only", name, "--json", path]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         if not os.path.exists(path):
+            _lost(proc, f"the audit of mutant {name}")
             return {"mutant": name, "flagged": [], "seconds": None, "commit": commit,
-                    "error": (proc.stderr or proc.stdout)[-500:],
-                    "date": datetime.date.today().isoformat()}
+                    "error": (proc.stderr or proc.stdout)[-500:], "date": _today()}
         with open(path) as fh:
             (rec,) = json.load(fh)
-    return {**rec, "commit": commit, "date": datetime.date.today().isoformat()}
+    return {**rec, "commit": commit, "date": _today()}
+
+
+def run_job(job: tuple, scope: str, commit: str) -> dict:
+    """Run one job of the power run and return its record (what an executor runs).
+
+    ``job`` is ``("mutant", NAME)``, or ``(KIND, TARGET, SEED)`` with KIND ``audit`` (at
+    ``scope``), ``campaign`` or ``timing`` (full audits). A top-level function of plain
+    arguments, so that :mod:`pgtheory.lab.executors` can run it in a worker process or a Ray
+    task.
+
+    Raises
+    ------
+    pgtheory.lab.executors.JobLost
+        The audit's process was killed by a signal (the executor runs the job again).
+    """
+    if job[0] == "mutant":
+        return _run_mutant(job[1], commit)
+    return _run_audit(job[1], job[2], scope if job[0] == "audit" else "audit", commit)
+
+
+def _error_record(job: tuple, scope: str, commit: str, out: Outcome) -> dict:
+    """The record of a job the executor gave up on (see :func:`run_jobs`)."""
+    if job[0] == "mutant":
+        rec = {"mutant": job[1], "flagged": [], "seconds": None, "commit": commit,
+               "error": out.error, "date": _today()}
+    else:
+        rec = _failed_audit(job[1], job[2], scope if job[0] == "audit" else "audit", commit,
+                            exit_code=None, error=out.error, wall_s=None)
+    return {**rec, "error_detail": out.detail} if out.detail else rec
+
+
+#: Record fields that depend on when, how fast or where a job ran, not on what it found:
+#: wall-clock and audit seconds, the date, and what the executor saw of a lost worker (an exit
+#: code, Ray's exception). Everything else is the same whichever executor ran the job.
+VOLATILE_FIELDS = ("wall_s", "seconds", "date", "error_detail")
+
+
+def comparable(record: dict) -> dict:
+    """``record`` without :data:`VOLATILE_FIELDS`: what two runs of the same job (on either
+    executor) must agree on."""
+    return {k: v for k, v in record.items() if k not in VOLATILE_FIELDS}
 
 
 def _policy_head_report(target: str, seed: int) -> dict:
@@ -286,10 +366,20 @@ def _campaign_record(rec: dict) -> dict:
 
 def run_jobs(records: Records, *, mutants: list[str], targets: list[str], seeds: list[int],
              scope: str = "audit", jobs: int = 2, progress: bool = True,
-             timing: int = 0, campaign: list[tuple[str, int]] = ()) -> int:
-    """Run every job without a record yet; returns the number run. ``timing`` audits per
-    target are run last, one at a time, for the audit-time figures. ``campaign``: ``(spec,
-    seed)`` audits (:func:`campaign_jobs`) recorded in ``campaign.jsonl``, each as it ends."""
+             timing: int = 0, campaign: list[tuple[str, int]] = (),
+             executor: Executor | None = None) -> int:
+    """Run every job without a record yet; returns the number run.
+
+    Each job is :func:`run_job` on ``executor`` (default: a
+    :class:`~pgtheory.lab.executors.LocalExecutor` with ``jobs`` workers); its record is
+    appended as soon as it ends, so an interrupted run keeps what it has and resumes from there.
+    A job the executor gave up on (worker lost or timed out on every attempt) gets an error
+    record (``exit_code`` None, ``error`` saying what happened), like an audit that crashed; it
+    is not rerun by a resumed run. ``timing`` audits per target are run last, one at a time on
+    this machine whatever the executor, for the audit-time figures. ``campaign``: ``(spec,
+    seed)`` audits (:func:`campaign_jobs`) recorded in ``campaign.jsonl``, each as it ends.
+    """
+    from pgtheory.lab.executors import LocalExecutor
     from tqdm import tqdm
 
     commit = _commit()
@@ -305,44 +395,38 @@ def run_jobs(records: Records, *, mutants: list[str], targets: list[str], seeds:
                  if (t, s) not in have_t]
     if not todo:
         return 0
+    executor = executor or LocalExecutor(jobs)
     bar = tqdm(total=len(todo), desc="power", unit="job", disable=not progress,
                dynamic_ncols=True)
-    if scope == "policy_head":
-        import torch
-
-        torch.set_num_threads(1)
-        jobs = 1  # in-process jobs share torch's global state: one at a time
     timed = [j for j in todo if j[0] == "timing"]
     todo = [j for j in todo if j[0] != "timing"]
-    with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {}
-        for job in todo:
-            if job[0] == "mutant":
-                futures[pool.submit(_run_mutant, job[1], commit)] = job
-            else:
-                futures[pool.submit(_run_audit, job[1], job[2],
-                                    "audit" if job[0] == "campaign" else scope, commit)] = job
+    one_at_a_time = LocalExecutor(1, timeout_s=executor.timeout_s,
+                                  max_retries=executor.max_retries,
+                                  start_method=getattr(executor, "start_method", "spawn"))
+    for ex, batch in ((executor, todo), (one_at_a_time, timed)):
+        outcomes = ex.map_unordered(run_job, [(job, scope, commit) for job in batch])
         try:
-            for fut in cf.as_completed(futures):
-                job = futures[fut]
-                rec = fut.result()
+            for out in outcomes:
+                job = out.job[0]
+                rec = out.value if out.ok else _error_record(job, scope, commit, out)
                 if job[0] == "campaign":
                     rec = _campaign_record(rec)
-                records.append({"mutant": "mutants", "audit": "audits"}.get(job[0], job[0]),
+                if job[0] == "timing":
+                    rec = {k: rec[k] for k in ("target", "seed", "exit_code", "wall_s",
+                                               "seconds", "commit", "date")}
+                records.append({"mutant": "mutants", "audit": "audits",
+                                "timing": "timings"}.get(job[0], job[0]),
                                rec)
-                bad = rec.get("failed") if job[0] != "mutant" else None
-                bar.set_postfix_str(f"{job[1]}" + (f" seed {job[2]}" if job[0] != "mutant"
-                                                   else "") + (" FAILED" if bad else ""))
+                bad = "FAILED" if job[0] != "mutant" and rec.get("failed") else \
+                    "ERROR" if not out.ok else ""
+                wall = f": {rec['wall_s']:.0f} s" if job[0] == "timing" and rec["wall_s"] \
+                    else ""
+                bar.set_postfix_str(" ".join(str(x) for x in (
+                    "timing" if job[0] == "timing" else "", job[1],
+                    f"seed {job[2]}" if len(job) > 2 else "", bad) if x) + wall)
                 bar.update()
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    for job in timed:
-        rec = _run_audit(job[1], job[2], "audit", commit)
-        records.append("timings", {k: rec[k] for k in ("target", "seed", "exit_code", "wall_s",
-                                                       "seconds", "commit", "date")})
-        bar.set_postfix_str(f"timing {job[1]} seed {job[2]}: {rec['wall_s']:.0f} s")
-        bar.update()
+        finally:  # done, or Ctrl-C: running workers are killed, the records stay
+            outcomes.close()
     bar.close()
     return len(todo) + len(timed)
 
@@ -752,7 +836,8 @@ def build_parser(group=None) -> argparse.ArgumentParser:
                    help="false-alarm seeds per target: 1..N (default 100)")
     p.add_argument("--targets", default=",".join(OURS + CONTROLS),
                    help="comma-separated targets for the false-alarm runs")
-    p.add_argument("--jobs", type=int, default=2, help="audits at a time (default 2)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="jobs at a time (default 2; with Ray: the cluster's CPUs)")
     p.add_argument("--records", default=DEFAULT_RECORDS, help="records directory")
     p.add_argument("--out", default=DEFAULT_OUT, help="the Markdown scorecard")
     p.add_argument("--no-run", action="store_true",
@@ -771,16 +856,29 @@ def build_parser(group=None) -> argparse.ArgumentParser:
     p.add_argument("--campaign-families", default="", metavar="LIST",
                    help="comma-separated campaign families (default: all of sb3-ppo, "
                         "sb3-a2c, sb3-trpo, ppo, a2c, trpo, reinforce)")
+    p.add_argument("--ray", action="store_true",
+                   help="run the jobs as Ray tasks of one CPU each, on a local Ray started for "
+                        "the run (or the cluster RAY_ADDRESS names); pip install "
+                        "'pgtheory[ray]'")
+    p.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                   help="run the jobs on this existing Ray cluster (implies --ray)")
+    p.add_argument("--job-timeout", type=float, default=DEFAULT_JOB_TIMEOUT, metavar="S",
+                   help="seconds before a job is killed and run again (default 3600; 0: none)")
+    p.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="further attempts of a job whose worker was lost or timed out, before "
+                        "it is recorded as an error (default 2)")
     if group is None:
         p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int = 2,
+def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int | None = None,
         records: str | os.PathLike = DEFAULT_RECORDS, out: str | os.PathLike = DEFAULT_OUT,
         run_missing: bool = True, mutants: bool = True, scope: str = "audit",
         timing: int = 3, fresh: bool = False, campaign: int = 0,
-        campaign_families: Sequence[str] = (), progress: bool = True) -> int:
+        campaign_families: Sequence[str] = (), progress: bool = True, ray: bool = False,
+        ray_address: str | None = None, job_timeout: float = DEFAULT_JOB_TIMEOUT,
+        retries: int = 2) -> int:
     """Run what is missing, write the scorecard; exit 0 when every goal is met, else 1.
 
     Parameters
@@ -789,8 +887,9 @@ def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int
         Targets of the false-alarm runs (``--targets``).
     seeds : int
         False-alarm seeds per target: ``1..seeds`` (>= 0).
-    jobs : int
-        Audits at a time (>= 1).
+    jobs : int or None
+        Jobs at a time (>= 1; default 2 on this machine, with Ray as many as the cluster's
+        CPUs hold).
     records, out : path
         The records directory and the Markdown scorecard (its folder also gets
         ``kill_matrix.md``).
@@ -810,6 +909,16 @@ def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int
         Campaign families (empty: all).
     progress : bool
         A progress bar on stderr.
+    ray : bool
+        Run the jobs as Ray tasks (:class:`~pgtheory.lab.executors.RayExecutor`, one CPU
+        each) on a local Ray started for the run, or on the cluster ``RAY_ADDRESS`` names.
+    ray_address : str or None
+        An existing Ray cluster (implies ``ray``).
+    job_timeout : float
+        Seconds a job may run before its worker is killed and the job run again (0: no limit).
+    retries : int
+        Further attempts of a job whose worker was lost or timed out (>= 0); after them the
+        job is recorded as an error.
 
     Returns
     -------
@@ -819,17 +928,26 @@ def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int
     Raises
     ------
     PowerError
-        No targets, ``seeds < 0``, ``jobs < 1``, ``campaign < 0`` or an unknown family.
+        No targets, ``seeds < 0``, ``jobs < 1``, ``campaign < 0``, an unknown family, a
+        negative ``job_timeout`` or ``retries``.
     pgtheory.oracles.protocol.TargetProtocolError
         A target that cannot be loaded.
+    pgtheory.extras.MissingExtraError
+        ``ray`` or ``ray_address`` and Ray is not installed.
     """
+    from pgtheory.lab.executors import make_executor
     from pgtheory.lab.mutants import MUTANTS
     from pgtheory.oracles.audit import resolve_target
 
     targets = [t.strip() for t in targets if t.strip()]
-    if not targets or seeds < 0 or jobs < 1:
+    if not targets or seeds < 0 or (jobs is not None and jobs < 1):
         raise PowerError(f"expected targets, --seeds >= 0 and --jobs >= 1, received "
                          f"targets={targets}, seeds={seeds}, jobs={jobs}")
+    if not job_timeout >= 0 or retries < 0:
+        raise PowerError(f"expected --job-timeout >= 0 and --retries >= 0, received "
+                         f"{job_timeout} and {retries}")
+    executor = make_executor(ray=ray, ray_address=ray_address, jobs=jobs,
+                             timeout_s=job_timeout, max_retries=retries)
     for t in targets:
         resolve_target(t)  # fails now, with the protocol error, not in a worker
     families = [f.strip() for f in campaign_families if f.strip()] or None
@@ -840,8 +958,9 @@ def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int
             (recs.root / f"{kind}.jsonl").unlink(missing_ok=True)
     if run_missing:
         run_jobs(recs, mutants=list(MUTANTS) if mutants else [], targets=targets,
-                 seeds=list(range(1, seeds + 1)), scope=scope, jobs=jobs, progress=progress,
-                 timing=timing if scope == "audit" else 0, campaign=campaign_list)
+                 seeds=list(range(1, seeds + 1)), scope=scope, progress=progress,
+                 timing=timing if scope == "audit" else 0, campaign=campaign_list,
+                 executor=executor)
     text = scorecard(recs, targets=targets)
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -859,7 +978,8 @@ def options(args: argparse.Namespace) -> dict:
                 mutants=not args.skip_mutants, scope=args.scope, timing=args.timing,
                 fresh=args.fresh, campaign=args.campaign,
                 campaign_families=args.campaign_families.split(","),
-                progress=not args.no_progress)
+                progress=not args.no_progress, ray=args.ray, ray_address=args.ray_address,
+                job_timeout=args.job_timeout, retries=args.retries)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,7 +241,8 @@ _POWER_OPTIONS: dict[str, tuple[str, dict]] = {
                                   help="comma-separated targets for the false-alarm runs "
                                        "(default: ppo, trpo, a2c, reinforce and the "
                                        "Stable-Baselines3 / sb3-contrib controls)")),
-    "jobs": ("--jobs", dict(type=_int_at_least(1), help="audits at a time (default 2)")),
+    "jobs": ("--jobs", dict(type=_int_at_least(1), help="jobs at a time (default 2; with "
+                                                        "--ray: the cluster's CPUs)")),
     "records": ("--records", dict(type=_dir_path, help="records directory (default "
                                                        "docs/power)")),
     "power_out": ("--out", dict(type=_file_path, metavar="PATH",
@@ -262,6 +263,20 @@ _POWER_OPTIONS: dict[str, tuple[str, dict]] = {
                                          "seed i; records in RECORDS/campaign.jsonl (default "
                                          "0: none). With --skip-mutants --seeds 0 --timing 0 "
                                          "only the campaign runs")),
+    "ray": ("--ray", dict(action="store_true", default=None,
+                          help="run the jobs as Ray tasks of one CPU each, on a local Ray "
+                               "started for the run (or the cluster RAY_ADDRESS names); pip "
+                               "install 'pgtheory[ray]'")),
+    "ray_address": ("--ray-address", dict(metavar="ADDRESS",
+                                          help="run the jobs on this existing Ray cluster "
+                                               "(implies --ray), e.g. auto or HOST:6379")),
+    "job_timeout": ("--job-timeout", dict(type=_seconds, metavar="S",
+                                          help="seconds before a job is killed and run again "
+                                               "(default 3600; 0: no limit)")),
+    "retries": ("--retries", dict(type=_int_at_least(0), metavar="N",
+                                  help="further attempts of a job whose worker was lost or "
+                                       "timed out, before it is recorded as an error "
+                                       "(default 2)")),
     "campaign_families": ("--campaign-families", dict(
         type=_names(), metavar="LIST", help="comma-separated campaign families (default: "
                                             "all of sb3-ppo, sb3-a2c, sb3-trpo, ppo, a2c, "

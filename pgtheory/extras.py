@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
                "MuJoCo environments (training, the scale report, the MuJoCo LQR anchor)"),
     "proofs": (("sympy",), "symbolic proofs and the formula checker"),
     "train": (("tensorboard", "matplotlib"), "`pgtheory train` logs and learning curves"),
+    "ray": (("ray",), "running campaigns as Ray tasks (--ray, --ray-address)"),
 }
 
 

@@ -346,23 +346,26 @@ def test_default_targets_count_inconclusive_and_error_verdicts(tmp_path) -> None
 
 def test_run_jobs_runs_campaign_jobs_resumably(tmp_path, monkeypatch) -> None:
     """Campaign audits go to campaign.jsonl with family, index and configuration, once each."""
-    calls = []
+    from pgtheory.lab.executors import LocalExecutor
 
-    def fake_audit(target, seed, scope, commit):
-        calls.append((target, seed))
-        return power.audit_record(_report(target, seed, PASSING), scope=scope, wall_s=1.0,
+    log = tmp_path / "calls.txt"
+
+    def fake_job(job, scope, commit):  # runs in a forked worker process: logs to a file
+        with open(log, "a") as fh:
+            fh.write(f"{job[1]} {job[2]}\n")
+        return power.audit_record(_report(job[1], job[2], PASSING), scope="audit", wall_s=1.0,
                                   commit=commit)
 
-    monkeypatch.setattr(power, "_run_audit", fake_audit)
+    monkeypatch.setattr(power, "run_job", fake_job)
     rec = power.Records(tmp_path)
     jobs = power.campaign_jobs(2, ["ppo", "sb3-a2c"])
     assert jobs == [("campaign:ppo:1", 1), ("campaign:sb3-a2c:1", 1), ("campaign:ppo:2", 2),
                     ("campaign:sb3-a2c:2", 2)]
-    assert power.run_jobs(rec, mutants=[], targets=[], seeds=[], campaign=jobs,
-                          progress=False) == 4
-    assert power.run_jobs(rec, mutants=[], targets=[], seeds=[], campaign=jobs,
-                          progress=False) == 0
+    for n in (4, 0):
+        assert power.run_jobs(rec, mutants=[], targets=[], seeds=[], campaign=jobs,
+                              progress=False, executor=LocalExecutor(2, start_method="fork")) == n
     back = rec.audits("campaign")
+    calls = [(t, int(s)) for t, s in (x.split() for x in log.read_text().splitlines())]
     assert sorted(calls) == sorted(jobs) and len(back) == 4
     r = next(r for r in back if r["target"] == "campaign:ppo:2")
     assert r["family"] == "ppo" and r["index"] == 2

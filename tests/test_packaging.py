@@ -159,7 +159,8 @@ def test_wheel_contents(wheel: Path):
     assert core == ["numpy", "scipy"], core
     extras = {extra for r in requires if r.marker is not None
               for extra in re.findall(r'extra == "([\w-]+)"', str(r.marker))}
-    assert extras == {"oracles", "sb3", "mujoco", "proofs", "train", "all", "docs", "test"}, extras
+    assert extras == {"oracles", "sb3", "mujoco", "proofs", "train", "ray", "all", "docs",
+                      "test"}, extras
     torch = next(r for r in requires if r.name == "torch")
     assert all(s.operator == ">=" for s in torch.specifier), torch  # a lower bound, never a pin
     entry_points = zipfile.ZipFile(wheel).read(

@@ -10,6 +10,7 @@ import json
 
 import pytest
 from pgtheory.lab import power
+from pgtheory.lab.executors import LocalExecutor
 from pgtheory.lab.mutants import MUTANTS
 from pgtheory.oracles.suite import plan
 
@@ -105,27 +106,37 @@ def test_kill_matrix_rows_in_catalogue_order(tmp_path) -> None:
 
 
 def test_run_jobs_resumes_and_skips_recorded_jobs(tmp_path, monkeypatch) -> None:
-    calls = []
+    log = tmp_path / "calls.txt"
+    ready = {(t, s): _record(t, s) for t in ("a2c", "reinforce") for s in (1, 2)}
 
-    def fake_audit(target, seed, scope, commit):
-        calls.append((target, seed))
-        return _record(target, seed, scope=scope)
+    def fake_job(job, scope, commit):  # runs in a forked worker: it logs to a file
+        with open(log, "a") as fh:
+            fh.write(f"{job[1]} {job[2]}\n")
+        return {**ready[job[1:]], "scope": scope}
 
-    monkeypatch.setattr(power, "_run_audit", fake_audit)
-    rec = power.Records(tmp_path)
+    def calls():
+        return [tuple(x.split()) for x in log.read_text().splitlines()] if log.exists() else []
+
+    monkeypatch.setattr(power, "run_job", fake_job)
+
+    def forked(jobs):  # the test's job function is a closure: fork instead of spawn
+        return LocalExecutor(jobs, start_method="fork")
+
+    rec = power.Records(tmp_path / "rec")
     rec.append("audits", _record("a2c", 1))
-    n = power.run_jobs(rec, mutants=[], targets=["a2c", "reinforce"], seeds=[1, 2], jobs=2,
-                       progress=False)
-    assert n == 3 and sorted(calls) == [("a2c", 2), ("reinforce", 1), ("reinforce", 2)]
+    n = power.run_jobs(rec, mutants=[], targets=["a2c", "reinforce"], seeds=[1, 2],
+                       executor=forked(2), progress=False)
+    assert n == 3 and sorted(calls()) == [("a2c", "2"), ("reinforce", "1"), ("reinforce", "2")]
     assert power.run_jobs(rec, mutants=[], targets=["a2c", "reinforce"], seeds=[1, 2],
-                          progress=False) == 0
-    lines = (tmp_path / "audits.jsonl").read_text().splitlines()
+                          executor=forked(2), progress=False) == 0
+    lines = (tmp_path / "rec" / "audits.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all("checks_id" in json.loads(x) for x in lines)
     # timing runs come last, one at a time, into their own records
-    calls.clear()
-    assert power.run_jobs(rec, mutants=[], targets=["a2c"], seeds=[1, 2], jobs=2,
+    log.unlink()
+    assert power.run_jobs(rec, mutants=[], targets=["a2c"], seeds=[1, 2], executor=forked(2),
                           progress=False, timing=2) == 2
-    assert calls == [("a2c", 1), ("a2c", 2)]
+    assert calls() == [("a2c", "1"), ("a2c", "2")]
+    assert [r["seed"] for r in rec.load("timings")] == [1, 2]
     text = power.scorecard(rec, targets=["a2c"])
     assert "| `a2c` | 2 | 3.5 s | 4.0 s |" in text and "timing runs, one audit" in text
 
@@ -156,3 +167,30 @@ def test_cli_power_no_run_writes_the_scorecard(tmp_path) -> None:
     text = out.read_text()
     assert "| `reinforce` | 1 | 0 | 0.000 | [0.000, 0.975] |" in text
     assert "| `reinforce` | 1 | 3.0 s | 3.0 s | 3.0 s | - |" in text
+
+
+def test_cli_power_executor_options(tmp_path, monkeypatch, capsys) -> None:
+    import importlib.util
+
+    from pgtheory.cli import main
+
+    base = ["audit", "--power", "--no-run", "--records", str(tmp_path / "rec"), "--targets",
+            "reinforce", "--out", str(tmp_path / "card.md")]
+    assert main([*base, "--job-timeout", "-1"]) == 2
+    assert "--job-timeout: expected seconds >= 0 (0: no limit), received -1" in \
+        capsys.readouterr().err
+    assert main([*base, "--retries", "-1"]) == 2
+    assert "--retries: expected an integer >= 0, received -1" in capsys.readouterr().err
+    assert main(["audit", "--ray-address", "auto"]) == 2
+    assert "--ray-address: expected only with --power" in capsys.readouterr().err
+    with pytest.raises(power.PowerError, match="expected --job-timeout >= 0 and --retries >= 0"):
+        power.run(targets=["reinforce"], retries=-1, run_missing=False)
+    # without Ray installed, --ray / --ray-address is one line naming the extra (exit 2)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    for flags in (["--ray"], ["--ray-address", "auto"]):
+        assert main([*base, *flags]) == 2
+        err = capsys.readouterr().err
+        assert err == ("pgtheory audit: error: ray is not installed (needed for --ray): "
+                       "pip install 'pgtheory[ray]'\n"), err
