@@ -324,9 +324,14 @@ def format_report(report: AuditReport, *, verbose: bool = False) -> str:
         tol = (f"p={r.p_value:.2g}" if r.p_value is not None
                else f"{r.tolerance:.0e}" if r.tolerance is not None else "")
         verdict = r.verdict.upper()
-        out.append(f"{r.name:<37} {verdict:<12} {_cell(r.expected, 26):<26} "
-                   f"{_cell(r.observed, 26):<26} {tol:>9}")
-        if verbose and r.verdict in ("pass", "skip"):
+        in_row = r.verdict == "skip" and {r.expected, r.observed} <= {"-", ""}
+        if in_row:  # nothing was measured: the reason takes the two columns
+            out.append(f"{r.name:<37} {verdict:<12} {_cell(r.explanation, 53):<53} "
+                       f"{tol:>9}".rstrip())
+        else:
+            out.append(f"{r.name:<37} {verdict:<12} {_cell(r.expected, 26):<26} "
+                       f"{_cell(r.observed, 26):<26} {tol:>9}")
+        if verbose and r.verdict in ("pass", "skip") and not (in_row and len(r.explanation) <= 53):
             out.append(f"    {r.explanation}")
     if report.notes:
         out += ["", "Not exercised by this configuration:"] + [f"  - {n}" for n in report.notes]

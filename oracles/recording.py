@@ -511,6 +511,12 @@ class _Session:
                                  "iteration")
         idx = _numpy("indices", indices).astype(np.int64).ravel()
         B = self.num_steps * self.num_envs
+        if idx.size == 0:
+            raise RecordingError(
+                "record_minibatch(indices): received an empty minibatch; a loop that drops "
+                "samples from its minibatches (next-step autoreset slots, for one) must skip "
+                "the optimizer step when none is left (the audit's batches are small: "
+                f"num_envs x num_steps = {B} samples split into the script's minibatches)")
         if idx.size == 0 or idx.min() < 0 or idx.max() >= B:
             raise RecordingError(f"record_minibatch(indices): expected flat indices t * N + n "
                                  f"in [0, {B}), received {idx.size} indices in "

@@ -112,6 +112,13 @@ def test_training_on_next_step_reset_slots_is_flagged(audits, suffix):
     assert rows[f"given_the_batch.advantages{suffix}"].verdict == "pass"
 
 
+def test_skipped_rows_show_their_reason(audits):
+    # a SKIP row that measured nothing prints its reason in the table, not "-" twice
+    table = format_report(audits["target"]).splitlines()
+    (row,) = [ln for ln in table if ln.startswith("given_the_batch.trpo_step ")]
+    assert row.split()[1:] == ["SKIP", "not", "a", "TRPO", "target"], row
+
+
 def _strip_recording(source: str) -> str:
     kept = [line for line in source.splitlines() if not line.rstrip().endswith("# pgtheory")]
     return "\n".join(kept) + "\n"
@@ -186,7 +193,9 @@ def tiny_loop(variant: str = "", *, mode=gym.vector.AutoresetMode.SAME_STEP, out
         loss = -(dist(obs.reshape(-1, n_obs)).log_prob(act.reshape(-1)) * adv.reshape(-1)).mean()
         opt.zero_grad()
         loss.backward()
-        if variant != "no_minibatch":
+        if variant == "empty_minibatch":
+            recording.record_minibatch(np.arange(0))
+        elif variant != "no_minibatch":
             recording.record_minibatch(np.arange(T * N))
         opt.step()
         if variant != "no_end_iteration":
@@ -331,7 +340,8 @@ def test_a_loop_that_never_pauses_times_out():
     ("no_record_env", r"register\(\) before record_env\(envs\)"),
     ("bad_shape", r"record_batch\(advantages=...\): expected shape \(8, 2\)"),
     ("no_minibatch", r"no record_minibatch\(indices\)"),
-], ids=["configure", "record_env", "shape", "record_minibatch"])
+    ("empty_minibatch", r"received an empty minibatch"),
+], ids=["configure", "record_env", "shape", "record_minibatch", "empty_minibatch"])
 def test_misuse_names_the_missing_piece(variant, named):
     with pytest.raises(RecordingError, match=named):
         agent = _agent(variant)
