@@ -39,6 +39,7 @@ bench: $(STAMP)
 	mkdir -p .benchmarks
 	$(PY) -m pytest -m bench tests/benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds --benchmark-json=.benchmarks/core.json
 	$(PY) tests/benchmarks/ratios.py .benchmarks/core.json
+	OMP_NUM_THREADS=1 $(PY) tests/benchmarks/core_ratios.py --rounds 100 --out .benchmarks/core-ratios.json
 
 bench-audit: $(STAMP)
 	$(PY) tests/benchmarks/audit_time.py
