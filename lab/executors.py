@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 __all__ = ["Executor", "ExecutorError", "JobLost", "LocalExecutor", "Outcome", "RayExecutor",
-           "make_executor"]
+           "check_address", "make_executor"]
 
 
 class ExecutorError(ValueError):
@@ -405,6 +405,30 @@ class RayExecutor(Executor):
             pass
 
 
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a Ray address nothing answers at (Ray itself keeps retrying for minutes).
+
+    ``auto`` and addresses without a port are left to Ray; ``HOST:PORT`` and
+    ``ray://HOST:PORT`` get one TCP connection attempt.
+
+    Raises
+    ------
+    ExecutorError
+        Nothing accepts a connection at ``HOST:PORT`` within ``timeout_s`` seconds.
+    """
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ExecutorError(f"expected a Ray cluster at {address}, received no answer "
+                            f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
+
+
 def make_executor(*, ray: bool = False, ray_address: str | None = None, jobs: int | None = None,
                   timeout_s: float | None = None, max_retries: int = 2,
                   num_gpus_per_job: float = 0) -> Executor:
@@ -417,11 +441,15 @@ def make_executor(*, ray: bool = False, ray_address: str | None = None, jobs: in
         Bad settings, or GPUs per job without Ray.
     pgtheory.extras.MissingExtraError
         Ray asked for and not installed (checked now, before any job runs).
+    ExecutorError
+        Nothing answers at ``ray_address`` (:func:`check_address`).
     """
     if ray or ray_address:
         from pgtheory.extras import require
 
         require("ray", "--ray")
+        if ray_address:
+            check_address(ray_address)
         return RayExecutor(ray_address, jobs=jobs, timeout_s=timeout_s, max_retries=max_retries,
                            num_gpus_per_job=num_gpus_per_job)
     if num_gpus_per_job:

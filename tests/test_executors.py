@@ -311,3 +311,18 @@ def test_a_killed_audit_subprocess_is_a_lost_job() -> None:
     with pytest.raises(JobLost, match="the audit was killed by signal 9"):
         power._lost(killed, "the audit")
     power._lost(subprocess.run([sys.executable, "-c", "raise SystemExit(3)"]), "the audit")
+
+
+def test_an_address_nothing_answers_at_fails_fast() -> None:
+    import socket
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        executors.check_address(f"127.0.0.1:{port}")  # something answers
+        executors.check_address(f"ray://127.0.0.1:{port}")
+    with pytest.raises(ExecutorError, match=f"expected a Ray cluster at 127.0.0.1:{port}, "
+                                            "received no answer"):
+        executors.check_address(f"127.0.0.1:{port}")  # closed now
+    executors.check_address("auto")  # left to Ray

@@ -6,7 +6,11 @@ Usage::
         --seeds 0,1,2 --steps 1000000 --jobs 2 --out docs/benchmarks/mujoco
 
 (``make bench-returns``). Every cell is one ``pgtheory train`` process writing its own run
-directory under ``--out``; ``--jobs`` run at once (one torch thread each). The script is
+directory under ``--out``, run by an executor of :mod:`pgtheory.lab.executors`: ``--jobs`` at
+once on this machine (one torch thread each), or with ``--ray`` / ``--ray-address ADDRESS`` as
+Ray tasks of one CPU (and ``--gpus-per-job`` GPUs, training on ``cuda``) each; with a cluster,
+``--out`` must be a folder every node sees. A run whose worker is lost or that exceeds
+``--job-timeout`` is started again (``--retries``; it continues from its checkpoint). The script is
 resumable: a finished cell (``evaluation.json`` present) is skipped and a killed one is continued
 with ``--resume``. At the end it writes ``RESULTS.md`` (per seed and mean +- std over seeds of the
 mean return of the last 100 training episodes, the final deterministic evaluation, wall time,
@@ -29,8 +33,11 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from pgtheory.lab.executors import make_executor
+
+from pgtheory.extras import MissingExtraError
 
 SETTINGS = {
     "ppo": {"num_envs": 1, "set": ["normalize_obs=true", "scale_rewards=true"]},
@@ -43,16 +50,17 @@ ANCHORS = {("ppo", "HalfCheetah"): 1442, ("ppo", "Hopper"): 2383, ("ppo", "Walke
            ("trpo", "Walker2d"): 4502}
 
 
-def _cell(out: Path, algo: str, env: str, seed: int, steps: int) -> dict:
+def _cell(out: Path, algo: str, env: str, seed: int, steps: int, device: str = "cpu") -> dict:
     run = out / f"{algo}-{env}-s{seed}"
     if (run / "evaluation.json").exists():
         return _summary(run, algo, env, seed)
     s = SETTINGS[algo]
     if (run / "checkpoint.pt").exists():
-        cmd = ["pgtheory", "train", "--resume", str(run)]
+        cmd = [sys.executable, "-m", "pgtheory.cli", "train", "--resume", str(run)]
     else:
-        cmd = ["pgtheory", "train", algo, "--env", env, "--total-steps", str(steps), "--seed",
-               str(seed), "--num-envs", str(s["num_envs"]), "--device", "cpu", "--out", str(run)]
+        cmd = [sys.executable, "-m", "pgtheory.cli", "train", algo, "--env", env,
+               "--total-steps", str(steps), "--seed", str(seed), "--num-envs",
+               str(s["num_envs"]), "--device", device, "--out", str(run)]
         for item in s["set"]:
             cmd += ["--set", item]
     cmd += ["--no-progress", "--threads", "1"]
@@ -134,15 +142,40 @@ def main() -> int:
     ap.add_argument("--envs", default="Hopper-v5")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=1_000_000)
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="runs at a time (default 2; with Ray: the cluster's CPUs)")
     ap.add_argument("--out", default="docs/benchmarks/mujoco")
+    ap.add_argument("--ray", action="store_true", help="run the cells as Ray tasks")
+    ap.add_argument("--ray-address", metavar="ADDRESS", help="an existing Ray cluster")
+    ap.add_argument("--gpus-per-job", type=float, default=0,
+                    help="with Ray: GPUs per run (the runs then train on cuda)")
+    ap.add_argument("--job-timeout", type=float, default=0,
+                    help="seconds before a run is killed and continued (default 0: no limit)")
+    ap.add_argument("--retries", type=int, default=2)
     args = ap.parse_args()
+    try:
+        executor = make_executor(ray=args.ray, ray_address=args.ray_address, jobs=args.jobs,
+                                 timeout_s=args.job_timeout, max_retries=args.retries,
+                                 num_gpus_per_job=args.gpus_per_job)
+    except (ValueError, MissingExtraError) as exc:
+        print(f"mujoco_returns: error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     grid = [(a, e, int(s)) for a in args.algos.split(",") for e in args.envs.split(",")
             for s in args.seeds.split(",")]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        cells = list(pool.map(lambda g: _cell(out, *g, args.steps), grid))
+    device = "cuda" if args.gpus_per_job else "cpu"
+    cells = {}
+    outcomes = executor.map_unordered(_cell, [(out, *g, args.steps, device) for g in grid])
+    try:
+        for o in outcomes:
+            g = o.job[1:4]
+            if not o.ok:
+                print(f"{g}: {o.error} {o.detail or ''}", flush=True)
+            cells[g] = o.value if o.ok else _summary(out / f"{g[0]}-{g[1]}-s{g[2]}", *g)
+    finally:  # Ctrl-C: the runs are killed; their checkpoints stay for a rerun
+        outcomes.close()
+    cells = [cells[g] for g in grid]
     _write(out, cells, "python tests/benchmarks/mujoco_returns.py " + " ".join(sys.argv[1:]))
     return 0
 
