@@ -309,7 +309,12 @@ def _power(args: argparse.Namespace) -> int:
             kwargs[flag] = not kwargs[flag]
     from pgtheory.lab import power
 
-    return power.run(**kwargs, progress=not args.no_progress)
+    try:
+        return power.run(**kwargs, progress=not args.no_progress)
+    except KeyboardInterrupt:  # the running jobs were stopped; the records are whole
+        print("pgtheory audit: interrupted; the records written so far are kept, and the same "
+              "command resumes", file=sys.stderr)
+        return 130
 
 
 def _audit(args: argparse.Namespace) -> int:
