@@ -98,8 +98,8 @@ class _Attempt:
 class Executor:
     """Runs independent jobs, yielding each one's :class:`Outcome` as it ends.
 
-    Parameters (both executors)
-    ---------------------------
+    Parameters
+    ----------
     timeout_s : float or None
         Seconds one attempt may run before its worker is killed (None or 0: no limit).
     max_retries : int
