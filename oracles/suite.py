@@ -344,7 +344,13 @@ def _continuous_kl(agent, iterations: list[Iteration], hp: dict, algo: str) -> C
     except ValueError as exc:
         return CheckResult(name, "update_level", "inconclusive", "a continuing buffer", "-",
                            f"the buffers' steps since reset could not be read: {exc}")
-    return update_continuous.check_update_kl(model, collected, updated, elapsed, max_kl=bound)
+    batches = []  # the states each actor step used (TRPO may sub-sample them)
+    for it in iterations:
+        obs = it.rollout.flat("observations")
+        batches.append(obs if it.actor_indices is None else obs[np.asarray(it.actor_indices)])
+    return update_continuous.check_update_kl(model, collected, updated, elapsed,
+                                             batches=batches, max_kl=bound,
+                                             hard=algo == "trpo")
 
 
 def continuous_training_checks(target, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResult]:

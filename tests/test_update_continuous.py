@@ -172,6 +172,53 @@ def test_kl_check_fails_when_the_trust_region_is_not_enforced(seed):
     assert "trust region is not enforced" in bad.explanation
 
 
+def test_kl_rule_batch_against_law():
+    # the rule on given policies: a step far beyond delta under the law but within delta on
+    # a batch that does not see the direction it moves in is inconclusive; the same step on a
+    # batch that sees it fails; without batches the law alone fails it (the tabular rule)
+    model = lqr_model()
+    old = uc.AffinePolicy(np.zeros((1, 2)), np.zeros(1), np.zeros(1))
+    new = uc.AffinePolicy(np.array([[0.0, 0.5]]), np.zeros(1), np.zeros(1))  # moves along x2
+    elapsed = uc.steps_since_reset(continuing_flags([0, 0], 16, LQR_TIME_LIMIT, 1),
+                                   time_limit=LQR_TIME_LIMIT)
+    blind = np.column_stack([np.linspace(-1, 1, 32), np.zeros(32)])  # x2 = 0 throughout
+    seeing = np.column_stack([np.zeros(32), np.linspace(-1, 1, 32)])
+    kw = dict(max_kl=0.01)
+    r = uc.check_update_kl(model, [old], [new], elapsed, batches=[blind], **kw)
+    assert r.verdict == "inconclusive", r
+    r = uc.check_update_kl(model, [old], [new], elapsed, batches=[seeing], **kw)
+    assert r.verdict == "fail", r
+    assert uc.check_update_kl(model, [old], [new], elapsed, **kw).verdict == "fail"
+    assert uc.check_update_kl(model, [old], [old], elapsed, batches=[seeing],
+                              **kw).verdict == "pass"
+    # a soft bound (PPO's target_kl) allows slack x delta on the batch
+    small = uc.AffinePolicy(np.array([[0.0, 0.25]]), np.zeros(1), np.zeros(1))
+    fwd, rev = uc.batch_kl(old, small, seeing)
+    assert 0.01 < min(fwd, rev) < 0.03
+    assert uc.check_update_kl(model, [old], [small], elapsed, batches=[seeing], hard=False,
+                              **kw).verdict != "fail"
+    assert uc.check_update_kl(model, [old], [small], elapsed, batches=[seeing],
+                              **kw).verdict == "fail"
+
+
+def test_batch_kl_is_the_gaussian_kl_in_both_directions():
+    # source: torch.distributions.kl_divergence of Normal distributions, state by state
+    rng = np.random.default_rng(0)
+    a = uc.AffinePolicy(rng.normal(size=(2, 3)), rng.normal(size=2), rng.normal(size=2))
+    b = uc.AffinePolicy(rng.normal(size=(2, 3)), rng.normal(size=2), rng.normal(size=2))
+    x = rng.normal(size=(50, 3))
+
+    def dist(p):
+        mean = torch.as_tensor(-x @ p.K.T + p.bias)
+        return torch.distributions.Independent(torch.distributions.Normal(
+            mean, torch.as_tensor(np.exp(p.log_sigma)).expand_as(mean)), 1)
+
+    fwd, rev = uc.batch_kl(a, b, x)
+    kl = torch.distributions.kl_divergence
+    assert fwd == pytest.approx(float(kl(dist(a), dist(b)).mean()), rel=1e-12)
+    assert rev == pytest.approx(float(kl(dist(b), dist(a)).mean()), rel=1e-12)
+
+
 @pytest.mark.parametrize("make", [lambda: target("trpo", hidden_sizes=()),
                                   lambda: sb3_target("TRPO")], ids=["trpo", "sb3-trpo"])
 def test_kl_check_passes_correct_trpo(make):
@@ -253,22 +300,30 @@ def test_improvement_passes_correct_implementations(make):
 
 
 def test_improvement_rule_on_given_policies():
-    # the rule itself, on exact policies: a rising J passes, a falling one fails, a flat one
-    # with an entropy bonus is inconclusive
+    # the rule itself, on exact policies (J_T: zero gain -17.8, b -13.4, worse -20.6; the
+    # tolerance is 15% of |J*_T| = 11.3, i.e. 1.69)
     model = lqr_model()
-    a = uc.AffinePolicy(np.array([[0.3, 0.8]]), np.zeros(1), np.zeros(1))
+    z = uc.AffinePolicy(np.zeros((1, 2)), np.zeros(1), np.zeros(1))
     b = uc.AffinePolicy(np.array([[0.3, 0.8]]), np.zeros(1), np.array([-1.0]))
+    worse = uc.AffinePolicy(np.array([[0.3, 0.8]]), np.zeros(1), np.array([1.0]))
     T = LQR_TIME_LIMIT
-    assert uc.check_improvement(model, [a, b], time_limit=T).verdict == "pass"
-    assert uc.check_improvement(model, [b, a], time_limit=T).verdict == "fail"
-    assert uc.check_improvement(model, [a, a], time_limit=T, ent_coef=0.01).verdict == \
-        "inconclusive"
-    assert uc.check_improvement(model, [a, a], time_limit=T).verdict == "fail"
+
+    def verdict(*pols, **kw):
+        return uc.check_improvement(model, list(pols), time_limit=T, **kw).verdict
+
+    assert verdict(z, b) == "pass"
+    assert verdict(b, worse) == "fail"
+    assert verdict(z, z, worse) == "fail"
+    # rose first, then fell: inconclusive (biased steps of a misspecified critic)
+    assert verdict(z, b, worse) == "inconclusive"
+    # frozen: fails without an entropy bonus, inconclusive with one
+    assert verdict(b, b) == "fail"
+    assert verdict(b, b, ent_coef=0.01) == "inconclusive"
     with pytest.raises(ValueError, match="at least 2"):
-        uc.check_improvement(model, [a], time_limit=T)
+        uc.check_improvement(model, [z], time_limit=T)
     # J*_T bounds every stationary policy's J_T from above
     J_star = uc.optimal_finite_horizon_return(model, T)
-    for pol in (a, b):
+    for pol in (z, b, worse):
         assert lqr.finite_horizon_return(model, pol.K, pol.log_sigma, T) < J_star
 
 

@@ -4,7 +4,8 @@ For each target (this project's PPO, TRPO and A2C with linear layers, Stable-Bas
 and sb3-contrib TRPO with ``net_arch=[]``, 128-step buffers) and each seed, runs what the suite
 runs for ``update_level.kl@lqr`` (5 recorded iterations, 4 envs x 16 steps) and
 ``update_level.improvement@lqr`` (a 9,600-step training run), and counts the verdicts.
-Usage: ``python tools/lqr_update_false_alarms.py [--seeds N] [--targets ppo,trpo,...]``;
+Usage: ``python tools/lqr_update_false_alarms.py [--seeds N] [--first-seed S]
+[--targets ppo,trpo,...]``;
 prints one line per target and exits 1 when any correct target got a FAIL.
 """
 
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--targets", default=",".join(TARGETS))
     a = p.parse_args(argv)
     names = a.targets.split(",")
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
         tg = make(name)
         counts = {"kl": collections.Counter(), "improvement": collections.Counter()}
         t0 = time.time()
-        for seed in range(a.seeds):
+        for seed in range(a.first_seed, a.first_seed + a.seeds):
             cfg = suite.SuiteConfig(seed=seed)
             agent = tg.make_agent(lqr_env_fn(), seed=seed, num_envs=cfg.num_envs,
                                   num_steps=cfg.num_steps)
