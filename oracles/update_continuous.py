@@ -17,13 +17,14 @@ state-independent ``sigma``: a linear policy layer with bias and a free log-std
   that buffer's policy), and on the batch the step was computed from, against TRPO's delta;
 * :func:`check_improvement` -- the exact finite-horizon return ``J_T`` (the discounted return
   of an episode of the time limit, what the environment delivers) over a training run, with the
-  tabular check's rule.
+  tabular check's rule widened for biased steps (see the function).
 
 Not covered here (reported as gaps): the fitted critic against the exact value (an affine
 critic, the class of every target above, cannot represent the quadratic value, so the check
-would be not applicable for all of them) and convergence toward the Riccati optimum (the best
-stationary affine policy of the truncated problem is not the Riccati gain, and no audit-sized
-budget was measured to reach it reliably).
+would be not applicable for all of them) and convergence toward the optimum (the best
+stationary affine policy of the truncated problem is not the Riccati gain, and the audit's
+budget does not reach it: measured 2026-11-30, seed 0, 9,600 env steps, ``J_T`` from -17.9 to
+-15.9 (our PPO), -12.4 (TRPO), -17.4 (A2C) against ``J*_T = -11.3``).
 
 References: Schulman et al. (2015), arXiv:1502.05477v5, Eq. (12) (the mean-KL constraint);
 Kakade & Langford (2002) (improvement for small steps); Fazel et al. (2018), arXiv:1801.05039
