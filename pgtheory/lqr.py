@@ -372,13 +372,17 @@ def expected_return(model: LQRModel, K, log_sigma, *, bias=None) -> float:
     return float(-(np.trace(V.P @ model.Sigma0) + V.c))
 
 
-def action_values(model: LQRModel, K, log_sigma, x, u) -> np.ndarray:
+def action_values(model: LQRModel, K, log_sigma, x, u, *, bias=None) -> np.ndarray:
     """Exact ``Q(x, u) = -(x^T Q x + u^T R u) - gamma [(Ax + Bu)^T P (Ax + Bu) + tr(P W) + c]``.
+
+    With ``bias`` the policy is ``N(-K x + k, D)`` and ``E[V(x')]`` gains the linear term:
+    ``future = (Ax + Bu)^T P (Ax + Bu) + p^T (Ax + Bu) + tr(P W) + c`` (:func:`value_function`).
 
     Parameters
     ----------
     x : array_like, shape (..., n)
     u : array_like, shape (..., m)
+    bias : array_like, shape (m,), optional
 
     Returns
     -------
@@ -393,7 +397,8 @@ def action_values(model: LQRModel, K, log_sigma, x, u) -> np.ndarray:
     ----------
     Module docstring (one-step Bellman expansion of ``V``).
     """
-    _, _, _, _, P, _, c = _pieces(model, K, log_sigma)
+    V = value_function(model, K, log_sigma, bias=bias)
+    P, c = V.P, V.c
     x = as_float_array(x, "x")
     u = as_float_array(u, "u")
     if x.shape[-1:] != (model.n_state,) or u.shape[-1:] != (model.n_action,):
@@ -403,11 +408,13 @@ def action_values(model: LQRModel, K, log_sigma, x, u) -> np.ndarray:
     cost = np.einsum("...i,ij,...j->...", x, model.Q, x) + np.einsum("...i,ij,...j->...", u,
                                                                      model.R, u)
     future = np.einsum("...i,ij,...j->...", nxt, P, nxt) + np.trace(P @ model.W) + c
+    if V.p is not None:
+        future = future + nxt @ V.p
     return -(cost + model.gamma * future)
 
 
-def advantages(model: LQRModel, K, log_sigma, x, u) -> np.ndarray:
-    """Exact ``A(x, u) = Q(x, u) - V(x)``.
+def advantages(model: LQRModel, K, log_sigma, x, u, *, bias=None) -> np.ndarray:
+    """Exact ``A(x, u) = Q(x, u) - V(x)`` (of ``N(-K x + k, D)`` with ``bias=k``).
 
     Returns
     -------
@@ -423,7 +430,8 @@ def advantages(model: LQRModel, K, log_sigma, x, u) -> np.ndarray:
     ----------
     Module docstring.
     """
-    return action_values(model, K, log_sigma, x, u) - value_function(model, K, log_sigma)(x)
+    return (action_values(model, K, log_sigma, x, u, bias=bias)
+            - value_function(model, K, log_sigma, bias=bias)(x))
 
 
 def state_second_moment(model: LQRModel, K, log_sigma, *, normalized: bool = True) -> np.ndarray:

@@ -126,6 +126,26 @@ def test_affine_value_satisfies_bellman_by_quadrature(seed):
     assert np.max(np.abs(rhs - wrong(x))) > 1e-6
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_affine_advantage_has_zero_mean_under_the_policy(seed):
+    # source: E_{u ~ pi(.|x)}[A(x, u)] = 0 for the affine policy, by Gauss-Hermite quadrature
+    # over u (exact for the quadratic integrand with 3 nodes)
+    model, K, ls, k = affine_problem(seed, m=1)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(3)
+    weights = weights / weights.sum()
+    x = np.random.default_rng(seed).normal(size=(4, model.n_state))
+    u = (-(x @ K.T) + k)[:, None, :] + np.exp(ls[0]) * nodes[None, :, None]
+    xs = np.repeat(x[:, None, :], 3, axis=1)
+    A = lqr.advantages(model, K, ls, xs, u, bias=k)
+    scale = max(1.0, np.abs(lqr.value_function(model, K, ls, bias=k)(x)).max())
+    assert np.max(np.abs(A @ weights)) < 1e-9 * scale
+    wrong = lqr.advantages(model, K, ls, xs, u)  # the bias ignored in Q and V
+    assert np.max(np.abs(wrong @ weights)) > 1e-6 * scale
+    z = np.zeros(1)
+    assert np.allclose(lqr.action_values(model, K, ls, xs, u, bias=z),
+                       lqr.action_values(model, K, ls, xs, u), rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_finite_horizon_values_converge_to_discounted(seed):
     # source: V_0 of a horizon T tends to V (the discounted infinite-horizon value) as T grows
