@@ -36,11 +36,14 @@ explanations (:func:`audit_record`); only a fail counts as a false alarm (the ve
 defined in :mod:`pgtheory.oracles.results`). A rerun of a campaign configuration supersedes its
 earlier record in the scorecard.
 
-A record's ``scope`` says which checks ran: ``"audit"`` (the full audit) or
+A record's ``scope`` says which checks ran: ``"audit"`` (the full audit),
 ``"policy_head"`` (only :data:`pgtheory.oracles.suite.POLICY_HEAD_CHECKS`, for audits recorded
 before those checks existed; the other checks' results do not depend on them, see
-:func:`pgtheory.oracles.suite.run_suite`). A seed counts towards the false-alarm rate when its
-records together cover every check the current audit plans; the seed fails when any of them failed.
+:func:`pgtheory.oracles.suite.run_suite`) or ``"lqr_update"`` (only the continuous update-level
+rows ``update_level.kl@lqr`` and ``update_level.improvement@lqr``, likewise: each runs on its
+own agents seeded by the audit's seed, as in the full audit). A seed counts towards the
+false-alarm rate when its records together cover every check the current audit plans; the seed
+fails when any of them failed.
 """
 
 from __future__ import annotations
@@ -241,12 +244,12 @@ def _failed_audit(target: str, seed: int, scope: str, commit: str, *, exit_code,
 
 
 def _run_audit(target: str, seed: int, scope: str, commit: str) -> dict:
-    if scope == "policy_head":  # in the worker process: a second or two, imports dominate
+    if scope in ("policy_head", "lqr_update"):  # in the worker process: imports dominate
         import torch
 
         torch.set_num_threads(1)
-        return audit_record(_policy_head_report(target, seed), scope=scope, wall_s=None,
-                            commit=commit)
+        report = (_policy_head_report if scope == "policy_head" else _lqr_update_report)
+        return audit_record(report(target, seed), scope=scope, wall_s=None, commit=commit)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "report.json")
         cmd = [sys.executable, "-m", "pgtheory.cli", "audit", target, "--seed", str(seed),
@@ -316,6 +319,30 @@ def comparable(record: dict) -> dict:
     """``record`` without :data:`VOLATILE_FIELDS`: what two runs of the same job (on either
     executor) must agree on."""
     return {k: v for k, v in record.items() if k not in VOLATILE_FIELDS}
+
+
+def _lqr_update_report(target: str, seed: int) -> dict:
+    """Only the continuous update-level rows of the full audit (``--scope lqr_update``)."""
+    from pgtheory.lab.campaign import resolve_target
+    from pgtheory.oracles import suite
+    from pgtheory.oracles.audit import audit_config
+
+    t0 = time.perf_counter()
+    target_obj = suite.load_target(resolve_target(target))
+    cfg = audit_config(seed)
+    names = {f"{n}{suite.LQR_SUFFIX}" for n in suite.CONTINUOUS_UPDATE_CHECKS}
+    planned = [(n, why) for n, why in suite.plan(target_obj) if n in names]
+    out = {}
+    if any(why is None for _, why in planned):
+        hp, algo = target_obj.hyperparameters, target_obj.algorithm
+        out.update(suite._continuous_checks(target_obj, cfg, hp, algo, planned))
+        out.update(suite.continuous_training_checks(target_obj, cfg, hp))
+    out = {n: r for n, r in out.items() if n in names}
+    failed = any(r.verdict == "fail" for r in out.values())
+    return {"target": target, "seed": seed, "exit_code": int(failed), "error": None,
+            "seconds": time.perf_counter() - t0,
+            "results": [{"name": r.name, "verdict": r.verdict, "explanation": r.explanation}
+                        for r in out.values()]}
 
 
 def _policy_head_report(target: str, seed: int) -> dict:
@@ -843,7 +870,7 @@ def build_parser(group=None) -> argparse.ArgumentParser:
     p.add_argument("--no-run", action="store_true",
                    help="only regenerate the scorecard from the records")
     p.add_argument("--skip-mutants", action="store_true", help="no kill-matrix audits")
-    p.add_argument("--scope", choices=("audit", "policy_head"), default="audit",
+    p.add_argument("--scope", choices=("audit", "policy_head", "lqr_update"), default="audit",
                    help=argparse.SUPPRESS)
     p.add_argument("--timing", type=int, default=3,
                    help="audits per target timed one at a time, last (default 3)")
@@ -897,7 +924,7 @@ def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int
         False: only regenerate the scorecard from the records (``--no-run``).
     mutants : bool
         False: no kill-matrix audits (``--skip-mutants``).
-    scope : {"audit", "policy_head"}
+    scope : {"audit", "policy_head", "lqr_update"}
         Which checks the false-alarm audits run.
     timing : int
         Audits per target timed one at a time, last (full scope only).
