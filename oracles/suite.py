@@ -326,10 +326,6 @@ def _continuous_kl(agent, iterations: list[Iteration], hp: dict, algo: str) -> C
     bound = hp.get("max_kl", hp.get("target_kl"))
     if algo == "trpo" and not hp.get("line_search", True):
         bound = None  # the natural policy gradient bounds the KL only to second order
-    if any(not it.rollout.valid_mask().all() for it in iterations):
-        return CheckResult(name, "update_level", "inconclusive", "buffers without reset slots",
-                           "reset slots", "the buffers hold next-step autoreset slots; the "
-                           "exact buffer state law is derived for same-step resets only")
     try:
         n = model.n_state
         collected = [update_continuous.affine_policy(agent, n, it.parameters_at_collection)
@@ -338,7 +334,8 @@ def _continuous_kl(agent, iterations: list[Iteration], hp: dict, algo: str) -> C
                    for it in iterations]
         elapsed = update_continuous.steps_since_reset(
             [it.rollout.truncated for it in iterations],
-            [it.rollout.terminated for it in iterations], time_limit=LQR_TIME_LIMIT)
+            [it.rollout.terminated for it in iterations], time_limit=LQR_TIME_LIMIT,
+            valid=[it.rollout.valid for it in iterations])
     except update_continuous.NotAffineError as exc:
         return _skip(name, str(exc))
     except ValueError as exc:
@@ -347,7 +344,9 @@ def _continuous_kl(agent, iterations: list[Iteration], hp: dict, algo: str) -> C
     batches = []  # the states each actor step used (TRPO may sub-sample them)
     for it in iterations:
         obs = it.rollout.flat("observations")
-        batches.append(obs if it.actor_indices is None else obs[np.asarray(it.actor_indices)])
+        idx = (np.arange(len(obs)) if it.actor_indices is None
+               else np.asarray(it.actor_indices, dtype=np.int64))
+        batches.append(obs[idx[it.rollout.valid_mask().ravel()[idx]]])  # reset slots out
     return update_continuous.check_update_kl(model, collected, updated, elapsed,
                                              batches=batches, max_kl=bound,
                                              hard=algo == "trpo")

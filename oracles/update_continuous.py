@@ -177,23 +177,28 @@ def affine_policy(agent, n_state: int, parameters: dict | None = None, *,
 
 
 def steps_since_reset(truncated_flags: list, terminated_flags: list | None = None, *,
-                      time_limit: int) -> list[np.ndarray]:
+                      time_limit: int, valid: list | None = None) -> list[np.ndarray]:
     """Steps since each env's reset at every position of consecutive buffers.
 
     The buffers are collected continuously (the first starts at fresh resets; each later one
     continues the episodes the previous one cut). A column whose count contradicts its
     truncation flags (an agent that resets its envs at every collection) is re-read from its
-    first truncation, which marks step ``time_limit - 1``.
+    first truncation, which marks step ``time_limit - 1``. Under next-step autoreset
+    (``valid``: False at the slot after each episode end, which only resets the env) a reset
+    slot holds -1 and the slot after it starts its episode at 0.
 
     Parameters
     ----------
     truncated_flags : list of ndarray of bool, shape (T_k, N)
     terminated_flags : list of ndarray of bool, shape (T_k, N), optional
     time_limit : int
+    valid : list of (ndarray of bool, shape (T_k, N), or None), optional
+        :attr:`pgtheory.oracles.protocol.Rollout.valid` of each buffer.
 
     Returns
     -------
     list of ndarray of int, shape (T_k, N)
+        -1 at next-step autoreset slots.
 
     Raises
     ------
@@ -201,6 +206,8 @@ def steps_since_reset(truncated_flags: list, terminated_flags: list | None = Non
         A termination on the never-terminating LQR env, or flags that no time limit of
         ``time_limit`` explains.
     """
+    if valid is not None and any(v is not None for v in valid):
+        return _steps_with_reset_slots(truncated_flags, terminated_flags, valid, time_limit)
     out, carry = [], None
     for k, trunc in enumerate(truncated_flags):
         trunc = np.asarray(trunc, dtype=bool)
@@ -231,6 +238,29 @@ def steps_since_reset(truncated_flags: list, terminated_flags: list | None = Non
     return out
 
 
+def _steps_with_reset_slots(truncated_flags, terminated_flags, valid, time_limit):
+    """:func:`steps_since_reset` for buffers with next-step autoreset slots (-1 there)."""
+    out, carry = [], None
+    for k, trunc in enumerate(truncated_flags):
+        trunc = np.asarray(trunc, dtype=bool)
+        if terminated_flags is not None and np.any(terminated_flags[k]):
+            raise ValueError(f"buffer {k}: expected no termination on the LQR environment "
+                             f"(it never terminates), received terminated flags")
+        ok = np.ones(trunc.shape, bool) if valid[k] is None else np.asarray(valid[k], bool)
+        L, N = trunc.shape
+        e = np.zeros((L, N), int)
+        prev = np.zeros(N, int) - 1 if carry is None else carry  # -1: a fresh start follows
+        for t in range(L):
+            e[t] = np.where(~ok[t], -1, np.where(prev < 0, 0, prev + 1))
+            prev = np.where(trunc[t] & ok[t], -1, e[t])
+        if not np.array_equal(trunc & ok, ok & (e == time_limit - 1)):
+            raise ValueError(f"buffer {k}: the truncation flags and reset slots do not follow a "
+                             f"time limit of {time_limit} steps")
+        out.append(e)
+        carry = prev
+    return out
+
+
 def buffer_law(model: lqr.LQRModel, policies: list[AffinePolicy], elapsed: list[np.ndarray],
                k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact mean (n,) and second moment (n, n) of the state at a uniform position of buffer
@@ -241,6 +271,8 @@ def buffer_law(model: lqr.LQRModel, policies: list[AffinePolicy], elapsed: list[
     buffer when negative, by that buffer's collecting policy ``policies[k']``
     (:func:`pgtheory.lqr.state_moments` with per-step policies). Rows before the first buffer
     (an agent whose first buffer starts mid-episode) are taken as collected by ``policies[0]``.
+    Positions with ``e < 0`` (next-step autoreset slots) hold no state of an episode and are
+    left out of the uniform draw; an episode's rows never include one.
 
     Raises
     ------
@@ -254,6 +286,8 @@ def buffer_law(model: lqr.LQRModel, policies: list[AffinePolicy], elapsed: list[
     cache: dict = {}
     for t, j in itertools.product(range(E.shape[0]), range(E.shape[1])):
         e = int(E[t, j])
+        if e < 0:
+            continue
         owners = []
         for s in range(e):
             row, kk = t - e + s, k
@@ -271,7 +305,8 @@ def buffer_law(model: lqr.LQRModel, policies: list[AffinePolicy], elapsed: list[
             cache[key] = (law.mean[-1], law.second_moment[-1])
         mean += cache[key][0]
         second += cache[key][1]
-    return mean / E.size, second / E.size
+    count = max(int((E >= 0).sum()), 1)
+    return mean / count, second / count
 
 
 def batch_kl(old: AffinePolicy, new: AffinePolicy, states) -> tuple[float, float]:

@@ -151,6 +151,72 @@ def test_buffer_law_uses_the_previous_policy_for_episode_prefixes():
     assert not np.allclose(mu, wrong, rtol=1e-3)
 
 
+def next_step_flags(phases, L, T, n_buffers):
+    """Truncation flags and valid masks under next-step autoreset: each env cycles through
+    ``T`` episode steps and one reset slot (env j starts at cycle position phases[j])."""
+    out = []
+    for k in range(n_buffers):
+        c = (np.asarray(phases)[None, :] + k * L + np.arange(L)[:, None]) % (T + 1)
+        out.append((c == T - 1, c != T))
+    return out
+
+
+def test_steps_since_reset_marks_next_step_reset_slots():
+    T, L = 4, 7
+    buffers = next_step_flags([0, T], L, T, 3)  # env 1 starts with a reset slot
+    got = uc.steps_since_reset([f for f, _ in buffers], time_limit=T,
+                               valid=[v for _, v in buffers])
+    for k, e in enumerate(got):
+        c = (np.asarray([0, T])[None, :] + k * L + np.arange(L)[:, None]) % (T + 1)
+        assert np.array_equal(e, np.where(c == T, -1, c)), (k, e)
+    # seeded defect: the same flags read as same-step autoreset do not follow the time limit
+    with pytest.raises(ValueError, match="do not follow a time limit"):
+        uc.steps_since_reset([f for f, _ in buffers], time_limit=T)
+
+
+def test_buffer_law_with_reset_slots_matches_a_next_step_collection():
+    # source: a Monte Carlo collection with gymnasium's SyncVectorEnv in NEXT_STEP mode (the
+    # affine policy sampled here), its states at the real slots against the exact law
+    import gymnasium as gym
+
+    model = lqr_model()
+    pol = uc.AffinePolicy(np.array([[0.3, 0.8]]), np.array([0.2]), np.array([-0.5]))
+    T, L, N, runs = LQR_TIME_LIMIT, 20, 4, 1200
+    rng = np.random.default_rng(0)
+    xs, flags = [], None
+    for r in range(runs):
+        envs = gym.vector.SyncVectorEnv([lqr_env_fn()] * N,
+                                        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+        o, _ = envs.reset(seed=r * N)  # env seeds r N .. r N + N - 1: no two runs share one
+        rows, trunc, valid, resetting = [], [], [], np.zeros(N, bool)
+        for _ in range(L):
+            rows.append(o.copy())
+            valid.append(~resetting)
+            u = -o @ pol.K.T + pol.bias + np.exp(pol.log_sigma) * rng.normal(size=(N, 1))
+            o, _r, term, tr, _ = envs.step(u)
+            trunc.append(tr.copy())
+            resetting = term | tr
+        envs.close()
+        valid, trunc = np.array(valid), np.array(trunc)
+        flags = flags or (trunc, valid)
+        assert np.array_equal(flags[0], trunc) and np.array_equal(flags[1], valid)
+        xs.append(np.array(rows)[valid])
+    elapsed = uc.steps_since_reset([flags[0]], time_limit=T, valid=[flags[1]])
+    assert (elapsed[0] == -1).sum() == (~flags[1]).sum() > 0
+    mu, S = uc.buffer_law(model, [pol], elapsed, 0)
+    # runs are the independent units (positions within a run correlate): 5 standard errors
+    # of the per-run averages, |z| > 5 has probability below 1e-5 per entry
+    per_mu = np.array([x.mean(0) for x in xs])
+    mc_mu, se = per_mu.mean(0), per_mu.std(0) / np.sqrt(runs)
+    assert np.all(np.abs(mc_mu - mu) < 5 * se), (mc_mu, mu, se)
+    per_run = np.array([np.einsum("bi,bj->ij", x, x) / len(x) for x in xs])
+    mc_S, se_S = per_run.mean(0), per_run.std(0) / np.sqrt(runs)
+    assert np.all(np.abs(mc_S - S) < 5 * se_S), (mc_S, S, se_S)
+    # seeded defect: counting the reset slots as states at step 0 moves the second moment
+    wrong = uc.buffer_law(model, [pol], [np.where(elapsed[0] < 0, 0, elapsed[0])], 0)[1]
+    assert np.any(np.abs(mc_S - wrong) > 5 * se_S)
+
+
 # ------------------------------------------------------------------ update_level.kl@lqr
 
 
