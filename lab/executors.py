@@ -358,7 +358,16 @@ class RayExecutor(Executor):
 
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=self.address, **{"include_dashboard": False, **self.init_kwargs})
+            try:
+                ray.init(address=self.address,
+                         **{"include_dashboard": False, **self.init_kwargs})
+            except (ConnectionError, RuntimeError) as exc:  # no cluster where one was named
+                where = self.address or os.environ.get("RAY_ADDRESS")
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ExecutorError(f"expected a running Ray cluster at {where} (HOST:PORT, "
+                                    f"ray://HOST:10001, or auto for one started on this "
+                                    f"machine with `ray start --head`), received: "
+                                    f"{first}") from None
             self._started = True
         self._task = ray.remote(_call).options(num_cpus=self.num_cpus_per_job,
                                                num_gpus=self.num_gpus_per_job, max_retries=0)
@@ -448,8 +457,9 @@ def make_executor(*, ray: bool = False, ray_address: str | None = None, jobs: in
         from pgtheory.extras import require
 
         require("ray", "--ray")
-        if ray_address:
-            check_address(ray_address)
+        named = ray_address or os.environ.get("RAY_ADDRESS")  # Ray reads it when None
+        if named:
+            check_address(named)
         return RayExecutor(ray_address, jobs=jobs, timeout_s=timeout_s, max_retries=max_retries,
                            num_gpus_per_job=num_gpus_per_job)
     if num_gpus_per_job:

@@ -204,9 +204,11 @@ def test_no_retries_means_one_attempt(make, tmp_path) -> None:
 
 
 def test_a_timeout_kills_the_worker_and_its_subprocesses(make, tmp_path) -> None:
-    ex = make(timeout_s=3, max_retries=1)
+    # 10 s: under load a Ray task can take more than 3 s from submission to its first line
+    # (the timeout counts from submission), and the job must have started to be checked
+    ex = make(timeout_s=10, max_retries=1)
     outs = list(ex.map_unordered(hang_with_child, [(str(tmp_path), "hang")]))
-    assert [(o.error, o.attempts) for o in outs] == [("timed out after 3 s (attempt 2 of 2)", 2)]
+    assert [(o.error, o.attempts) for o in outs] == [("timed out after 10 s (attempt 2 of 2)", 2)]
     pids = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
     assert len(pids) >= 1 and all(_gone(p) for p in pids), pids
 
@@ -326,3 +328,27 @@ def test_an_address_nothing_answers_at_fails_fast() -> None:
                                             "received no answer"):
         executors.check_address(f"127.0.0.1:{port}")  # closed now
     executors.check_address("auto")  # left to Ray
+
+
+def test_ray_address_from_the_environment_is_checked_too(monkeypatch) -> None:
+    # --ray without --ray-address: Ray reads RAY_ADDRESS, and used to retry it for minutes
+    pytest.importorskip("ray")
+    with socket_closed_port() as port:
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+        with pytest.raises(ExecutorError, match="received no answer"):
+            executors.make_executor(ray=True)
+
+
+def socket_closed_port():
+    """A context giving a TCP port on 127.0.0.1 that nothing listens at."""
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def closed():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        yield port
+
+    return closed()
