@@ -454,6 +454,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _scale(args: argparse.Namespace) -> int:
+    try:  # before the heavy imports: a folder that cannot be made is the user's to fix
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out: expected a folder that can be created, received "
+                         f"{args.out!r} ({exc.strerror or exc})") from None
     from pgtheory.lab.scale import run_scale
 
     path = run_scale(args.env, algos=tuple(args.algos), budget=args.budget,

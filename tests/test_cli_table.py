@@ -172,6 +172,9 @@ ROWS = [
     ("scale-seed", ["scale", "--seed", "-1"],
      "--seed: expected an integer in [0, 2**32 - 1], received -1", False),
     ("scale-out-file", ["scale", "--out", "{file}"], "--out: expected a folder", False),
+    # /proc passes os.access as root, but no folder can be made there
+    ("scale-out-uncreatable", ["scale", "--out", "/proc/pgtheory-test/run"],
+     "--out: expected a folder", False),
     # the command itself
     ("unknown-command", ["nosuch"], "argument COMMAND: invalid choice: 'nosuch'", False),
     ("no-command", [], "COMMAND: expected one of demo, prove, check, audit, train, scale",
