@@ -203,6 +203,9 @@ class AuditReport:
         for r in failed:
             lines.append(f"  - {r.name}: {r.explanation}")
             where = WHERE_TO_LOOK.get(r.name.split("@")[0], "see the check")
+            if "[catalogue: next_step_autoreset]" in r.explanation:
+                where = ("which samples each minibatch trains on: leave out the slot after "
+                         "every episode end (next-step autoreset), as gymnasium documents")
             lines.append(f"    where to look: {where}")
         first = failed[0]
         if len(failed) > 1:

@@ -445,9 +445,17 @@ def check_update_kl(model: lqr.LQRModel, collected: list[AffinePolicy],
                            f"respects the bound on its own batch ({summary}): the batch "
                            f"under-represents the state law, not a defect by itself",
                            tolerance=slack * max_kl)
+    if on_batch is not None:
+        return CheckResult(name, LAYER, "pass", f"batch KL <= {limit:.3g}",
+                           summary,
+                           f"{len(kls)} updates: each moved the policy by at most "
+                           f"{limit:.3g} (mean KL on the batch it was computed from; delta "
+                           f"{max_kl}{', +1% float32 allowance' if hard else f', x {slack}'}),"
+                           f" and by at most {slack} x delta in exact mean KL {where} "
+                           f"({summary})", tolerance=limit)
     return CheckResult(name, LAYER, "pass", f"<= {slack} x delta", summary,
-                       f"{len(kls)} updates within the trust region (exact mean KL {where}: "
-                       f"{summary}, delta {max_kl})", tolerance=slack * max_kl)
+                       f"{len(kls)} updates within {slack} x delta in exact mean KL {where} "
+                       f"({summary}, delta {max_kl})", tolerance=slack * max_kl)
 
 
 def optimal_finite_horizon_return(model: lqr.LQRModel, horizon: int) -> float:

@@ -215,6 +215,8 @@ class PolicyEvaluation:
 
     Raises
     ------
+    TypeError
+        ``mdp`` is not a :class:`~pgtheory.mdp.TabularMDP`.
     InvalidPolicyError
         ``pi`` of the wrong shape, non-finite, negative, or not row-stochastic.
     InvalidArgumentError
@@ -239,6 +241,9 @@ class PolicyEvaluation:
 
     def __init__(self, mdp: TabularMDP, pi, *, solver: str = "auto",
                  atol: float = DEFAULT_ATOL) -> None:
+        if not isinstance(mdp, TabularMDP):
+            raise TypeError(f"mdp: expected a TabularMDP (e.g. pgtheory.random_mdp(...)), "
+                            f"received {type(mdp).__name__}")
         p = mdp.check_policy(pi, atol=atol)
         self._setup(mdp, p, solver)
 

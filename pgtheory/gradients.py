@@ -58,6 +58,9 @@ __all__ = [
 
 # --------------------------------------------------------------------------- helpers
 def _check_param(mdp: TabularMDP, param) -> None:
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp: expected a TabularMDP (e.g. pgtheory.random_mdp(...)), "
+                        f"received {type(mdp).__name__}")
     for attr in ("n_states", "n_actions", "n_params", "probs", "score"):
         if not hasattr(param, attr):
             raise TypeError(f"param: expected a parameterization with attribute {attr!r} "
@@ -273,7 +276,7 @@ def evaluate(mdp: TabularMDP, param, theta, *, solver: str = "auto") -> Paramete
         ``theta`` of the wrong shape or non-finite; parameterization sized for another MDP;
         unknown ``solver``.
     TypeError
-        ``param`` is not a parameterization.
+        ``mdp`` is not a TabularMDP, or ``param`` is not a parameterization.
     SolverError
         (on first request) As :func:`pgtheory.state_values`.
 
@@ -319,7 +322,7 @@ def policy_gradient(mdp: TabularMDP, param, theta, *, solver: str = "auto") -> n
     InvalidArgumentError
         ``theta`` of the wrong shape or non-finite; parameterization sized for another MDP.
     TypeError
-        ``param`` is not a parameterization.
+        ``mdp`` is not a TabularMDP, or ``param`` is not a parameterization.
     SolverError
         As :func:`pgtheory.state_values`.
 

@@ -330,3 +330,13 @@ def test_singular_system_raises_solver_error(sparse, solver):
     if not sparse:
         with pytest.raises(pg.SolverError, match="ill-conditioned"):
             ev_mod.BellmanSystem(np.array([[0.0, 0.0], [0.0, 1.0 - 2.0**-53]]), 1.0)
+
+
+def test_an_mdp_that_is_not_a_tabular_mdp_is_a_type_error():
+    # a string or dict where the MDP belongs used to surface as an AttributeError
+    param = pg.TabularSoftmax(5, 3)
+    for call in (lambda: pg.evaluate("mdp", param, np.zeros(15)),
+                 lambda: pg.PolicyEvaluation({"P": 0}, np.full((5, 3), 1 / 3)),
+                 lambda: pg.policy_gradient("mdp", param, np.zeros(15))):
+        with pytest.raises(TypeError, match="mdp: expected a TabularMDP"):
+            call()

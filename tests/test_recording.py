@@ -110,6 +110,7 @@ def test_training_on_next_step_reset_slots_is_flagged(audits, suffix):
         assert "[catalogue: next_step_autoreset]" in row.explanation, row.explanation
     # the stored advantages on the real transitions are right: only the loss is wrong
     assert rows[f"given_the_batch.advantages{suffix}"].verdict == "pass"
+    assert "where to look: which samples each minibatch trains on" in format_report(report)
 
 
 def test_skipped_rows_show_their_reason(audits):
