@@ -324,20 +324,11 @@ def comparable(record: dict) -> dict:
 def _lqr_update_report(target: str, seed: int) -> dict:
     """Only the continuous update-level rows of the full audit (``--scope lqr_update``)."""
     from pgtheory.lab.campaign import resolve_target
-    from pgtheory.oracles import suite
     from pgtheory.oracles.audit import audit_config
+    from pgtheory.oracles.suite import continuous_update_checks
 
     t0 = time.perf_counter()
-    target_obj = suite.load_target(resolve_target(target))
-    cfg = audit_config(seed)
-    names = {f"{n}{suite.LQR_SUFFIX}" for n in suite.CONTINUOUS_UPDATE_CHECKS}
-    planned = [(n, why) for n, why in suite.plan(target_obj) if n in names]
-    out = {}
-    if any(why is None for _, why in planned):
-        hp, algo = target_obj.hyperparameters, target_obj.algorithm
-        out.update(suite._continuous_checks(target_obj, cfg, hp, algo, planned))
-        out.update(suite.continuous_training_checks(target_obj, cfg, hp))
-    out = {n: r for n, r in out.items() if n in names}
+    out = continuous_update_checks(resolve_target(target), audit_config(seed))
     failed = any(r.verdict == "fail" for r in out.values())
     return {"target": target, "seed": seed, "exit_code": int(failed), "error": None,
             "seconds": time.perf_counter() - t0,

@@ -313,6 +313,34 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
     return out
 
 
+def continuous_update_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
+    """Only the continuous update-level rows of :func:`run_suite` (``update_level.kl@lqr``
+    and, with a training budget, ``update_level.improvement@lqr``), each on its own agents
+    seeded ``cfg.seed`` exactly as in the full run; the power run records them on their own
+    for seeds audited before the rows existed (``--scope lqr_update``).
+
+    Returns
+    -------
+    dict of str to CheckResult
+        Empty when the target plans neither row (no continuous actions).
+
+    Raises
+    ------
+    TargetProtocolError
+        As :func:`run_suite`.
+    """
+    target = load_target(target)
+    names = {f"{n}{LQR_SUFFIX}" for n in CONTINUOUS_UPDATE_CHECKS}
+    planned = [(n, why) for n, why in plan(target) if n in names]
+    out: dict[str, CheckResult] = {}
+    if any(why is None for _, why in planned):
+        hp, algo = target.hyperparameters, target.algorithm
+        out.update(_continuous_checks(target, cfg, hp, algo, planned))
+        if cfg.train_steps > 0:
+            out.update(continuous_training_checks(target, cfg, hp))
+    return {n: r for n, r in out.items() if n in names}
+
+
 def _lqr_model(gamma: float):
     """The model of the suite's LQR environment, with the target's discount."""
     m = lqr_env_fn()().unwrapped.model
