@@ -210,10 +210,7 @@ def steps_since_reset(truncated_flags: list, terminated_flags: list | None = Non
         return _steps_with_reset_slots(truncated_flags, terminated_flags, valid, time_limit)
     out, carry = [], None
     for k, trunc in enumerate(truncated_flags):
-        trunc = np.asarray(trunc, dtype=bool)
-        if terminated_flags is not None and np.any(terminated_flags[k]):
-            raise ValueError(f"buffer {k}: expected no termination on the LQR environment "
-                             f"(it never terminates), received terminated flags")
+        trunc = _truncations(truncated_flags, terminated_flags, k)
         L, N = trunc.shape
         e = np.zeros((L, N), int)
         e[0] = 0 if carry is None else carry
@@ -238,14 +235,19 @@ def steps_since_reset(truncated_flags: list, terminated_flags: list | None = Non
     return out
 
 
+def _truncations(truncated_flags, terminated_flags, k: int) -> np.ndarray:
+    """Buffer ``k``'s truncation flags as bool; a termination is refused (LQR never ends)."""
+    if terminated_flags is not None and np.any(terminated_flags[k]):
+        raise ValueError(f"buffer {k}: expected no termination on the LQR environment "
+                         f"(it never terminates), received terminated flags")
+    return np.asarray(truncated_flags[k], dtype=bool)
+
+
 def _steps_with_reset_slots(truncated_flags, terminated_flags, valid, time_limit):
     """:func:`steps_since_reset` for buffers with next-step autoreset slots (-1 there)."""
     out, carry = [], None
     for k, trunc in enumerate(truncated_flags):
-        trunc = np.asarray(trunc, dtype=bool)
-        if terminated_flags is not None and np.any(terminated_flags[k]):
-            raise ValueError(f"buffer {k}: expected no termination on the LQR environment "
-                             f"(it never terminates), received terminated flags")
+        trunc = _truncations(truncated_flags, terminated_flags, k)
         ok = np.ones(trunc.shape, bool) if valid[k] is None else np.asarray(valid[k], bool)
         L, N = trunc.shape
         e = np.zeros((L, N), int)
