@@ -410,3 +410,15 @@ def test_plan_lists_the_rows_for_continuous_targets_only():
     from pgtheory.oracles import example_target
 
     assert "update_level.kl@lqr" not in dict(suite.plan(example_target.ppo()))
+
+
+@pytest.mark.parametrize("next_step", [False, True], ids=["same-step", "next-step"])
+def test_a_termination_on_lqr_is_refused(next_step):
+    # source: LinearQuadraticEnv never terminates; a terminated flag means the flags are wrong
+    T, L = 4, 6
+    trunc = [np.zeros((L, 2), bool)]
+    term = [np.zeros((L, 2), bool)]
+    term[0][1, 0] = True
+    valid = [np.ones((L, 2), bool)] if next_step else None
+    with pytest.raises(ValueError, match="expected no termination"):
+        uc.steps_since_reset(trunc, term, time_limit=T, valid=valid)
