@@ -321,34 +321,32 @@ def comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in VOLATILE_FIELDS}
 
 
-def _lqr_update_report(target: str, seed: int) -> dict:
-    """Only the continuous update-level rows of the full audit (``--scope lqr_update``)."""
+def _scoped_report(target: str, seed: int, checks) -> dict:
+    """An audit report of only the checks ``checks(target, config)`` runs (a ``--scope``)."""
     from pgtheory.lab.campaign import resolve_target
     from pgtheory.oracles.audit import audit_config
-    from pgtheory.oracles.suite import continuous_update_checks
 
     t0 = time.perf_counter()
-    out = continuous_update_checks(resolve_target(target), audit_config(seed))
+    out = checks(resolve_target(target), audit_config(seed))
     failed = any(r.verdict == "fail" for r in out.values())
     return {"target": target, "seed": seed, "exit_code": int(failed), "error": None,
             "seconds": time.perf_counter() - t0,
             "results": [{"name": r.name, "verdict": r.verdict, "explanation": r.explanation}
                         for r in out.values()]}
+
+
+def _lqr_update_report(target: str, seed: int) -> dict:
+    """Only the continuous update-level rows of the full audit (``--scope lqr_update``)."""
+    from pgtheory.oracles.suite import continuous_update_checks
+
+    return _scoped_report(target, seed, continuous_update_checks)
 
 
 def _policy_head_report(target: str, seed: int) -> dict:
-    """Only the policy-head checks of the audit (``--_policy-head``; see the module doc)."""
-    from pgtheory.lab.campaign import resolve_target
-    from pgtheory.oracles.audit import audit_config
+    """Only the policy-head checks of the audit (``--scope policy_head``; see the module doc)."""
     from pgtheory.oracles.suite import policy_head_checks
 
-    t0 = time.perf_counter()
-    out = policy_head_checks(resolve_target(target), audit_config(seed))
-    failed = any(r.verdict == "fail" for r in out.values())
-    return {"target": target, "seed": seed, "exit_code": int(failed), "error": None,
-            "seconds": time.perf_counter() - t0,
-            "results": [{"name": r.name, "verdict": r.verdict, "explanation": r.explanation}
-                        for r in out.values()]}
+    return _scoped_report(target, seed, policy_head_checks)
 
 
 def campaign_jobs(n: int, families: list[str] | None = None) -> list[tuple[str, int]]:
