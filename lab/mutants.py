@@ -30,7 +30,8 @@ from pgtheory.oracles.defects import NamesADefect
 
 _CORE = "pgtheory.implementations.core"  # the module whose functions the mutants patch
 
-__all__ = ["MUTANTS", "KillResult", "Mutant", "applied", "kill_matrix", "main", "run_mutant"]
+__all__ = ["MUTANTS", "KillResult", "Mutant", "applied", "kill_matrix", "main",
+           "only_by_continuous_layers", "run_mutant"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,13 +93,23 @@ def applied(mutant: Mutant) -> Iterator[None]:
         yield
 
 
-def make_target(mutant: Mutant):
-    """The mutated implementation's oracle target (declared hyperparameters applied)."""
+def make_target(mutant: Mutant, *, continuous: bool = False):
+    """The mutated implementation's oracle target (declared hyperparameters applied).
+
+    ``continuous=True``: the *continuous-only linear* variant (``hidden_sizes=()``, declaring
+    only continuous actions, exposing no components), the class for which the LQR layers are
+    exact; its audit has only the ``@lqr`` rows, as a single-file PPO for MuJoCo would.
+    """
     from pgtheory.implementations.targets import target
 
-    t = target(mutant.algorithm, **mutant.overrides)
+    overrides = {"hidden_sizes": (), **mutant.overrides} if continuous else mutant.overrides
+    t = target(mutant.algorithm, **overrides)
     t.hyperparameters.update(mutant.declared)
     t.name = f"{mutant.algorithm} mutant {mutant.name}"
+    if continuous:
+        t.action_kinds = ("continuous",)
+        t.components = {}  # as a loop script: no exposed functions, the rows see the behaviour
+        t.name += " (continuous, linear)"
     return t
 
 
@@ -475,15 +486,18 @@ class KillResult:
         return bool(self.flagged)
 
 
-def run_mutant(mutant: Mutant, *, quick: bool = False, seed: int = 0) -> KillResult:
-    """Audit one mutant (the audit's configuration, :func:`pgtheory.oracles.audit.audit_config`)."""
+def run_mutant(mutant: Mutant, *, quick: bool = False, seed: int = 0,
+               continuous: bool = False) -> KillResult:
+    """Audit one mutant (the audit's configuration, :func:`pgtheory.oracles.audit.audit_config`;
+    ``continuous``: its continuous-only linear variant, see :func:`make_target`)."""
     from pgtheory.oracles.audit import audit_config
     from pgtheory.oracles.suite import run_suite
 
     t0 = time.perf_counter()
     try:
         with applied(mutant):
-            results = run_suite(make_target(mutant), config=audit_config(seed, quick))
+            results = run_suite(make_target(mutant, continuous=continuous),
+                                config=audit_config(seed, quick))
     except Exception as exc:  # a mutant that cannot even be audited is reported, not raised
         return KillResult(mutant, [], time.perf_counter() - t0, repr(exc))
     flagged = [(r.name, r.layer) for r in results if r.verdict == "fail"]
@@ -491,20 +505,37 @@ def run_mutant(mutant: Mutant, *, quick: bool = False, seed: int = 0) -> KillRes
 
 
 def kill_matrix(names: list[str] | None = None, *, quick: bool = False, seed: int = 0,
-                progress: Callable[[str], None] | None = None) -> list[KillResult]:
+                progress: Callable[[str], None] | None = None,
+                continuous: bool = False) -> list[KillResult]:
     """Run :func:`run_mutant` for ``names`` (default: all), in catalogue order."""
     out = []
     for name in names or list(MUTANTS):
         if progress:
             progress(name)
-        out.append(run_mutant(MUTANTS[name], quick=quick, seed=seed))
+        out.append(run_mutant(MUTANTS[name], quick=quick, seed=seed, continuous=continuous))
     return out
 
 
-def format_matrix(results: list[KillResult]) -> str:
-    """Markdown: one row per mutant (class, algorithm, killed, the flagging checks)."""
+#: Layers whose ``@lqr`` rows are the continuous in-expectation and update-level checks.
+NEW_CONTINUOUS_LAYERS = ("in_expectation", "update_level")
+
+
+def only_by_continuous_layers(result: KillResult) -> bool:
+    """Whether every check that flagged ``result`` is an in-expectation or update-level
+    ``@lqr`` row (the mutant would survive an audit with the batch-level rows alone)."""
+    return bool(result.flagged) and all(
+        layer in NEW_CONTINUOUS_LAYERS and name.endswith("@lqr")
+        for name, layer in result.flagged)
+
+
+def format_matrix(results: list[KillResult], *, continuous: bool = False) -> str:
+    """Markdown: one row per mutant (class, algorithm, killed, the flagging checks); with
+    ``continuous``, a column saying whether only the in-expectation / update-level ``@lqr``
+    rows caught it."""
     lines = ["| mutant | algorithm | class | killed | flagged by (layer: checks) | report |",
              "|---|---|---|---|---|---|"]
+    if continuous:
+        lines = [lines[0][:-1] + " only by the new layers |", lines[1] + "---|"]
     for r in results:
         by: dict[str, list[str]] = {}
         for name, layer in r.flagged:
@@ -512,8 +543,11 @@ def format_matrix(results: list[KillResult]) -> str:
         flagged = "; ".join(f"{layer}: {', '.join(ns)}" for layer, ns in by.items())
         status = ("yes" if r.killed else "equivalent" if r.mutant.equivalent else
                   "error" if r.error else "**no**")
-        lines.append(f"| `{r.mutant.name}` | {r.mutant.algorithm} | {r.mutant.bug_class} | "
-                     f"{status} | {flagged or r.error or '-'} | {r.mutant.report or '-'} |")
+        row = (f"| `{r.mutant.name}` | {r.mutant.algorithm} | {r.mutant.bug_class} | "
+               f"{status} | {flagged or r.error or '-'} | {r.mutant.report or '-'} |")
+        if continuous:
+            row += f" {'**yes**' if only_by_continuous_layers(r) else '-'} |"
+        lines.append(row)
     killable = [r for r in results if not r.mutant.equivalent]
     killed = sum(r.killed for r in killable)
     lines += ["", f"Killed {killed} of {len(killable)} non-equivalent mutants "
@@ -533,14 +567,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="mutant names")
     parser.add_argument("--markdown", metavar="PATH", help="also write the matrix there")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--continuous", action="store_true",
+                        help="audit each mutant's continuous-only linear variant (the @lqr "
+                             "rows alone)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.only or []) - set(MUTANTS))
     if unknown:
         print(f"unknown mutant(s) {unknown}; expected among {sorted(MUTANTS)}")
         return 2
     results = kill_matrix(args.only, quick=args.quick, seed=args.seed,
-                          progress=lambda n: print(f"auditing {n} ...", flush=True))
-    table = format_matrix(results)
+                          progress=lambda n: print(f"auditing {n} ...", flush=True),
+                          continuous=args.continuous)
+    table = format_matrix(results, continuous=args.continuous)
     print(table)
     if args.markdown:
         with open(args.markdown, "w") as f:
@@ -552,7 +590,9 @@ def main(argv: list[str] | None = None) -> int:
             json.dump([{"mutant": r.mutant.name, "flagged": r.flagged,
                         "seconds": round(r.seconds, 2), "error": r.error} for r in results], f)
     survivors = [r for r in results if not r.killed and not r.mutant.equivalent]
-    return 1 if survivors else 0
+    # the continuous view is a map of which rows see what; mutants of the tabular path (a
+    # categorical entropy, say) are expected to survive it
+    return 1 if survivors and not args.continuous else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

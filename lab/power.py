@@ -39,11 +39,12 @@ earlier record in the scorecard.
 A record's ``scope`` says which checks ran: ``"audit"`` (the full audit),
 ``"policy_head"`` (only :data:`pgtheory.oracles.suite.POLICY_HEAD_CHECKS`, for audits recorded
 before those checks existed; the other checks' results do not depend on them, see
-:func:`pgtheory.oracles.suite.run_suite`) or ``"lqr_update"`` (only the continuous update-level
+:func:`pgtheory.oracles.suite.run_suite`), ``"lqr_update"`` (only the continuous update-level
 rows ``update_level.kl@lqr`` and ``update_level.improvement@lqr``, likewise: each runs on its
-own agents seeded by the audit's seed, as in the full audit). A seed counts towards the
-false-alarm rate when its records together cover every check the current audit plans; the seed
-fails when any of them failed.
+own agents seeded by the audit's seed, as in the full audit) or ``"lqr_expectation"`` (only
+the three ``in_expectation.*@lqr`` rows, likewise). A seed counts towards the false-alarm rate
+when its records together cover every check the current audit plans; the seed fails when any
+of them failed.
 """
 
 from __future__ import annotations
@@ -244,11 +245,11 @@ def _failed_audit(target: str, seed: int, scope: str, commit: str, *, exit_code,
 
 
 def _run_audit(target: str, seed: int, scope: str, commit: str) -> dict:
-    if scope in ("policy_head", "lqr_update"):  # in the worker process: imports dominate
+    if scope in SCOPED_REPORTS:  # in the worker process: imports dominate
         import torch
 
         torch.set_num_threads(1)
-        report = (_policy_head_report if scope == "policy_head" else _lqr_update_report)
+        report = SCOPED_REPORTS[scope]
         return audit_record(report(target, seed), scope=scope, wall_s=None, commit=commit)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "report.json")
@@ -347,6 +348,18 @@ def _policy_head_report(target: str, seed: int) -> dict:
     from pgtheory.oracles.suite import policy_head_checks
 
     return _scoped_report(target, seed, policy_head_checks)
+
+
+def _lqr_expectation_report(target: str, seed: int) -> dict:
+    """Only the continuous in-expectation rows of the full audit (``--scope lqr_expectation``)."""
+    from pgtheory.oracles.suite import continuous_expectation_checks
+
+    return _scoped_report(target, seed, continuous_expectation_checks)
+
+
+#: The scopes that run part of an audit in the worker process (see the module docstring).
+SCOPED_REPORTS = {"policy_head": _policy_head_report, "lqr_update": _lqr_update_report,
+                  "lqr_expectation": _lqr_expectation_report}
 
 
 def campaign_jobs(n: int, families: list[str] | None = None) -> list[tuple[str, int]]:
@@ -859,7 +872,7 @@ def build_parser(group=None) -> argparse.ArgumentParser:
     p.add_argument("--no-run", action="store_true",
                    help="only regenerate the scorecard from the records")
     p.add_argument("--skip-mutants", action="store_true", help="no kill-matrix audits")
-    p.add_argument("--scope", choices=("audit", "policy_head", "lqr_update"), default="audit",
+    p.add_argument("--scope", choices=("audit", *SCOPED_REPORTS), default="audit",
                    help=argparse.SUPPRESS)
     p.add_argument("--timing", type=int, default=3,
                    help="audits per target timed one at a time, last (default 3)")
@@ -913,7 +926,7 @@ def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int
         False: only regenerate the scorecard from the records (``--no-run``).
     mutants : bool
         False: no kill-matrix audits (``--skip-mutants``).
-    scope : {"audit", "policy_head", "lqr_update"}
+    scope : {"audit", "policy_head", "lqr_update", "lqr_expectation"}
         Which checks the false-alarm audits run.
     timing : int
         Audits per target timed one at a time, last (full scope only).

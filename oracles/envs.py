@@ -320,17 +320,19 @@ class _BoundedActions(gym.ActionWrapper):
         return np.asarray(action, dtype=np.float64)
 
 
-def lqr_env_fn(bound: float = LQR_ACTION_BOUND):
+def lqr_env_fn(bound: float = LQR_ACTION_BOUND, time_limit: int = LQR_TIME_LIMIT):
     """A factory of the double integrator with a time limit, actions declared in [-bound, bound].
 
     Libraries such as Stable-Baselines3 require finite action bounds; the default bound is far
     outside what the suite's short runs sample, and actions are passed to the model unchanged.
     The action-sampling check declares +-1 so that sampled actions fall outside the bounds.
 
+    ``time_limit`` (default :data:`LQR_TIME_LIMIT`) sets the truncation.
+
     Returns:
         A zero-argument callable returning a new ``gymnasium.Env`` (a ``TimeLimit`` of
-        :data:`LQR_TIME_LIMIT` steps around :class:`LinearQuadraticEnv` of
+        ``time_limit`` steps around :class:`LinearQuadraticEnv` of
         :func:`pgtheory.lqr.double_integrator`).
     """
     return lambda: gym.wrappers.TimeLimit(
-        _BoundedActions(LinearQuadraticEnv(double_integrator()), bound), LQR_TIME_LIMIT)
+        _BoundedActions(LinearQuadraticEnv(double_integrator()), bound), time_limit)

@@ -27,6 +27,7 @@ from pgtheory.oracles import (
     batch,
     components,
     expectation,
+    expectation_continuous,
     policy_head,
     update,
     update_continuous,
@@ -50,7 +51,8 @@ from pgtheory.oracles.results import CheckResult
 
 import pgtheory as pg
 
-__all__ = ["MAX_CHECKED_UPDATES", "SuiteConfig", "lqr_env_fn", "oracle_mdp", "plan", "raised_where",
+__all__ = ["MAX_CHECKED_UPDATES", "SuiteConfig", "continuous_expectation_checks",
+           "continuous_update_checks", "lqr_env_fn", "oracle_mdp", "plan", "raised_where",
            "run_suite", "sample_updates", "stages"]
 
 #: update_level.critic averages the critic and its exact target over the last CRITIC_WINDOW
@@ -185,6 +187,7 @@ def _plan(target) -> list[tuple[str, str | None]]:
             ("update_level.convergence", None), ("update_level.critic", None)]
     if "continuous" in kinds:
         out += [(f"{n}{LQR_SUFFIX}", why) for n, why in out if n.startswith("given_the_batch.")]
+        out += [(f"{n}{LQR_SUFFIX}", None) for n in CONTINUOUS_EXPECTATION_CHECKS]
         out += [(f"{n}{LQR_SUFFIX}", None) for n in POLICY_HEAD_CHECKS]
         out += [(f"{n}{LQR_SUFFIX}", None) for n in CONTINUOUS_UPDATE_CHECKS]
     if "discrete" not in kinds:  # the tabular layers need a categorical policy
@@ -277,6 +280,14 @@ LQR_SUFFIX = "@lqr"
 CONTINUOUS_UPDATE_CHECKS = ("update_level.kl", "update_level.improvement")
 #: Those of them that need a training run.
 CONTINUOUS_TRAINING_CHECKS = ("update_level.improvement" + LQR_SUFFIX,)
+#: In-expectation checks on the LQR environment (:mod:`pgtheory.oracles.expectation_continuous`):
+#: exact for every Gaussian policy on the samples whose trace ends after their own step, and on
+#: all samples for affine-Gaussian policies with quadratic (or affine) critics.
+CONTINUOUS_EXPECTATION_CHECKS = ("in_expectation.advantages", "in_expectation.returns",
+                                 "in_expectation.policy_gradient")
+#: Time limit of their trials: 6, not :data:`LQR_TIME_LIMIT`, so that the suite's 16-step
+#: buffers cut episodes at the buffer end too (with 8 every cut would be a truncation).
+EXPECTATION_TIME_LIMIT = 6
 
 
 def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
@@ -310,7 +321,188 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
     kl_name = f"update_level.kl{LQR_SUFFIX}"
     if kl_name in names:
         out[kl_name] = _continuous_kl(agent, iterations, hp, algo)
+    wanted = [f"{n}{LQR_SUFFIX}" for n in CONTINUOUS_EXPECTATION_CHECKS]
+    if any(n in names for n in wanted):
+        exp = _continuous_expectation(target, agent, cfg, hp)
+        out.update({n: r for n, r in exp.items() if n in names})
     return out
+
+
+def _continuous_expectation(target, agent, cfg: SuiteConfig, hp: dict) -> dict[str, CheckResult]:
+    """``in_expectation.advantages@lqr`` and ``.returns@lqr``, with the tabular layer's rule: a
+    statistical rejection is a FAIL only when independent trials (seeds ``CONFIRMATION_SEED``
+    apart) reject too; a wrong exact sample fails at once (no randomness is involved)."""
+    first = _continuous_expectation_trials(target, agent, cfg, hp, 0)
+    if not any(r.verdict == "fail" and (r.p_value or 0.0) > 0.0 for r in first.values()):
+        return first
+    again = _continuous_expectation_trials(target, agent, cfg, hp, CONFIRMATION_SEED)
+    out = {}
+    for name, r in first.items():
+        c = again.get(name)
+        if r.verdict != "fail" or not (r.p_value or 0.0) > 0.0:
+            out[name] = r
+        elif c is not None and c.verdict == "fail":
+            out[name] = dataclasses.replace(r, explanation=f"{r.explanation}; confirmed on "
+                                            f"independent trials (p = {c.p_value:.2g})")
+        else:
+            cp = "n/a" if c is None or c.p_value is None else f"{c.p_value:.2g}"
+            out[name] = dataclasses.replace(
+                r, verdict="inconclusive", explanation=f"rejected at p = {r.p_value:.2g} but "
+                f"not confirmed on independent trials (p = {cp}): a chance rejection at the "
+                f"stated rate is the likely reason; first run: {r.explanation}")
+    return out
+
+
+def _continuous_expectation_trials(target, agent, cfg: SuiteConfig, hp: dict,
+                                   offset: int) -> dict[str, CheckResult]:
+    import torch
+
+    names = [f"{n}{LQR_SUFFIX}" for n in CONTINUOUS_EXPECTATION_CHECKS]
+    model = _lqr_model(float(hp["gamma"]))
+    lam = float(hp.get("gae_lambda", 1.0))
+    n = model.n_state
+    snap = snapshot(agent.named_parameters())
+
+    def values_at(states) -> np.ndarray:
+        if not callable(getattr(agent, "value", None)):
+            return np.zeros(len(states))
+        with batch.parameters_set(agent, snap), torch.no_grad():
+            v = agent.value(torch.as_tensor(np.asarray(states), dtype=torch.float32))
+        return v.detach().cpu().numpy().astype(np.float64).reshape(-1)
+
+    policy = critic = None
+    why = ""
+    try:
+        policy = update_continuous.affine_policy(agent, n, snap)
+        critic = expectation_continuous.quadratic_critic(values_at, n)
+    except (update_continuous.NotAffineError, expectation_continuous.NotQuadraticError) as exc:
+        why = str(exc).removeprefix("not applicable: ")
+        policy = critic = None
+    adv_bufs, ret_bufs, grads, structures = [], [], [], []
+    roles = batch.parameter_roles(agent, torch.zeros((2, n), dtype=torch.float32))
+    actor = [nm for nm, role in roles.items() if role == "actor"]
+    weighting = bool(hp.get("gamma_t_weighting", False))
+    a = None
+    i = steps = 0
+    try:
+        while i < cfg.max_trials and (i < cfg.n_trials or steps < cfg.trial_steps):
+            if a is None or not callable(getattr(a, "collect", None)):
+                a = target.make_agent(lqr_env_fn(time_limit=EXPECTATION_TIME_LIMIT),
+                                      seed=cfg.seed + offset + 1 + i,
+                                      num_envs=cfg.num_envs, num_steps=cfg.num_steps)
+            restore(a.named_parameters(), snap)
+            r = a.collect() if callable(getattr(a, "collect", None)) else a.iterate().rollout
+            i, steps = i + 1, steps + int(np.prod(r.shape))
+            if np.any(r.terminated):
+                return {nm: CheckResult(nm, "in_expectation", "inconclusive", "no termination",
+                                        "terminated flags", "the LQR environment never "
+                                        "terminates, but the rollout has terminated flags: its "
+                                        "transitions cannot be matched to the environment's")
+                        for nm in names}
+            buf = {"observations": r.observations, "next_observations": r.next_observations,
+                   "actions": r.actions, "truncated": r.truncated, "valid": r.valid}
+            adv_bufs.append({**buf, "estimates": r.advantages})
+            ret_bufs.append(None if r.returns is None else {**buf, "estimates": r.returns})
+            structures.append((np.asarray(r.truncated, bool), r.valid))
+            if policy is not None and actor:
+                grads.append(_lqr_trial_gradient(a, actor, r, snap, hp, weighting))
+    except Exception as exc:
+        return _error_all(names, f"a fresh agent raised {exc!r} during the LQR in-expectation "
+                                 f"trials", exc, a)
+    kw = dict(policy=policy, critic=critic, not_exact=why, alpha=cfg.alpha / 3)
+    out = {names[0]: expectation_continuous.check_continuous_advantages(
+        model, lam, expectation_continuous.ContinuousSamples.from_buffers(adv_bufs),
+        values_at, **kw)}
+    if any(b is None for b in ret_bufs):
+        out[names[1]] = _skip(names[1], "the rollout records no value targets")
+    else:
+        out[names[1]] = expectation_continuous.check_continuous_returns(
+            model, lam, expectation_continuous.ContinuousSamples.from_buffers(ret_bufs),
+            values_at, **kw)
+    out[names[2]] = _lqr_gradient_row(agent, actor, snap, model, policy, critic, why, lam, hp,
+                                      structures, grads, weighting, cfg, offset)
+    return _diagnose_reset_slots(adv_bufs, out)
+
+
+def _lqr_trial_gradient(a, actor: list[str], r, snap: dict, hp: dict,
+                        weighting: bool) -> np.ndarray:
+    """The canonical loss gradient of one fresh LQR buffer with its stored advantages (sum over
+    real transitions / (T N)), as the tabular trials compute it."""
+    import torch
+
+    e = _elapsed(r.terminated, r.truncated, r.valid)
+    adv = torch.as_tensor(r.flat("advantages"))
+    if weighting:
+        adv = adv * torch.as_tensor(float(hp["gamma"]) ** e.ravel(), dtype=adv.dtype)
+    keep = torch.as_tensor(r.valid_mask().ravel())
+    with batch.parameters_set(a, snap):
+        g = batch.canonical_actor_gradient(
+            a, actor, torch.as_tensor(r.flat("observations"), dtype=torch.float32)[keep],
+            torch.as_tensor(r.flat("actions"))[keep], torch.as_tensor(r.flat("log_probs"))[keep],
+            adv[keep], "a2c", {"ent_coef": hp.get("ent_coef", 0.0)}, normalization="none")
+    return g * (float(keep.sum()) / keep.numel())
+
+
+def _lqr_gradient_row(agent, actor, snap, model, policy, critic, why, lam, hp, structures,
+                      grads, weighting, cfg, offset) -> CheckResult:
+    """``in_expectation.policy_gradient@lqr``: the trials' gradients against the exact
+    expectation (:func:`~pgtheory.oracles.expectation_continuous.expected_policy_gradient_lqr`
+    mapped to the agent's actor parameters by the chain rule)."""
+    name = f"in_expectation.policy_gradient{LQR_SUFFIX}"
+    if policy is None or critic is None:
+        return _skip(name, f"not applicable: {why}; the exact expected gradient needs an "
+                           f"affine-Gaussian policy and a quadratic critic")
+    if not actor:
+        return _skip(name, "no parameter moves only the policy (shared actor and critic)")
+    if len(grads) < 10:
+        return _skip(name, f"{len(grads)} fresh buffers: at least 10 are needed")
+    try:
+        J = expectation_continuous.affine_jacobian(agent, actor, model.n_state, snap)
+        expected = []
+        for trunc, valid in structures:
+            e = update_continuous.steps_since_reset([trunc], None,
+                                                    time_limit=EXPECTATION_TIME_LIMIT,
+                                                    valid=[valid])[0]
+            hz, _ = expectation_continuous.trace_horizons(trunc, valid)
+            w = float(hp["gamma"]) ** np.maximum(e, 0) if weighting else None
+            expected.append(J.T @ expectation_continuous.expected_policy_gradient_lqr(
+                model, policy, critic, lam, e, hz,
+                ent_coef=float(hp.get("ent_coef", 0.0) or 0.0), weights=w))
+    except ValueError as exc:
+        return CheckResult(name, "in_expectation", "inconclusive", "fresh buffers", "-",
+                           f"the buffers' steps since reset could not be read: {exc}")
+    except Exception as exc:
+        return _error_all([name], f"reading the policy's parameters raised {exc!r}", exc,
+                          agent)[name]
+    X, E = np.array(grads), np.array(expected)
+    mean_e = E.mean(axis=0)
+    r = expectation.check_gradient_expectation(X - E + mean_e, mean_e, alpha=cfg.alpha / 3,
+                                               seed=cfg.seed + offset)
+    return dataclasses.replace(r, name=name, explanation=f"LQR (affine-Gaussian policy, "
+                                                         f"quadratic critic): {r.explanation}")
+
+
+def _diagnose_reset_slots(buffers: list[dict], results: dict) -> dict:
+    """Name next-step autoreset in the failed rows when the buffers show it: without
+    ``Rollout.valid``, the slot after a truncation re-observes the episode's final observation
+    (same-step autoreset observes the reset state there, a fresh Gaussian draw)."""
+    seen = total = 0
+    for b in buffers:
+        if b.get("valid") is not None:
+            continue
+        trunc = np.asarray(b["truncated"], bool)[:-1]
+        obs, nxt = np.asarray(b["observations"])[1:], np.asarray(b["next_observations"])[:-1]
+        same = np.all(np.isclose(obs, nxt, rtol=1e-6, atol=1e-7), axis=-1)
+        seen, total = seen + int((same & trunc).sum()), total + int(trunc.sum())
+    if not total or seen < total:
+        return results
+    note = (f"; the slot after each of the {total} truncations re-observes the episode's final "
+            f"observation: next-step autoreset slots are recorded as transitions, with advantages "
+            f"a loss would train on (mark them with Rollout.valid; a correct loss leaves them "
+            f"out) "
+            f"[catalogue: next_step_autoreset]")
+    return {n: (dataclasses.replace(r, explanation=r.explanation + note)
+                if r.verdict == "fail" else r) for n, r in results.items()}
 
 
 def continuous_update_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
@@ -338,6 +530,32 @@ def continuous_update_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]
         out.update(_continuous_checks(target, cfg, hp, algo, planned))
         if cfg.train_steps > 0:
             out.update(continuous_training_checks(target, cfg, hp))
+    return {n: r for n, r in out.items() if n in names}
+
+
+def continuous_expectation_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
+    """Only the continuous in-expectation rows of :func:`run_suite` (``in_expectation.
+    advantages@lqr``, ``.returns@lqr`` and ``.policy_gradient@lqr``), on the agent seeded
+    ``cfg.seed`` after ``cfg.n_iterations`` recorded iterations exactly as in the full run; the
+    power run records them on their own for seeds audited before the rows existed
+    (``--scope lqr_expectation``).
+
+    Returns
+    -------
+    dict of str to CheckResult
+        Empty when the target plans neither row.
+
+    Raises
+    ------
+    TargetProtocolError
+        As :func:`run_suite`.
+    """
+    target = load_target(target)
+    names = {f"{n}{LQR_SUFFIX}" for n in CONTINUOUS_EXPECTATION_CHECKS}
+    planned = [(n, why) for n, why in plan(target) if n in names]
+    if not any(why is None for _, why in planned):
+        return {}
+    out = _continuous_checks(target, cfg, target.hyperparameters, target.algorithm, planned)
     return {n: r for n, r in out.items() if n in names}
 
 
