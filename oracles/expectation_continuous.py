@@ -81,8 +81,9 @@ from scipy import stats
 import pgtheory.lqr as lqr
 
 __all__ = ["ContinuousSamples", "NotQuadraticError", "QuadraticCritic",
-           "check_continuous_advantages", "check_continuous_returns", "expected_gae_lqr",
-           "hotelling_p_value", "quadratic_critic"]
+           "check_continuous_advantages", "check_continuous_returns", "environment_mismatch",
+           "expected_gae_lqr", "expected_policy_gradient_lqr", "hotelling_p_value",
+           "quadratic_critic", "trace_horizons"]
 
 #: Relative tolerance of the exact samples (float32 implementations round each term at about
 #: 1.2e-7 relative; a handful of terms and the float32 observations leave a margin of ~10).
@@ -359,6 +360,94 @@ def hotelling_p_value(Z: np.ndarray) -> float:
     t2 = N * float(np.sum(y * y / w[keep]))
     f = (N - d) / (d * (N - 1)) * t2
     return float(stats.f.sf(f, d, N - d))
+
+
+#: Largest standardized transition innovation a rollout of the LQR environment may show (with
+#: 10^5 samples a N(0, 1) component exceeds 7 with probability about 3e-7).
+INNOVATION_LIMIT = 7.0
+
+
+def environment_mismatch(model: lqr.LQRModel, buffers: list[dict]) -> tuple[str, str]:
+    """Whether the buffers' stored transitions are the LQR environment's.
+
+    The closed forms compare stored estimates with the model's rewards and dynamics at the
+    *stored* observations and actions; they apply only when those are the environment's own:
+    every real transition's innovation ``W^{-1/2} (x' - A x - B u)`` is a standard normal
+    draw (components beyond :data:`INNOVATION_LIMIT` are refused; directions where ``W`` is
+    zero must match to 1e-6), and every stored reward equals ``-(x^T Q x + u^T R u)`` within
+    float32 rounding (1e-5 relative). An observation-normalizing or reward-scaling wrapper
+    between the environment and the stored data (or actions clipped by the environment but
+    stored unclipped) breaks them everywhere: the rows are then inconclusive, not failed.
+
+    Transitions at an episode's end (a truncated step, and the slot after it) are judged
+    apart: a collection that stores the reset observation as the final one, or records a
+    next-step autoreset slot as a transition, breaks them *only* there. That is a defect the
+    checks are built to see, so it does not block them; it is returned as a note.
+
+    Parameters
+    ----------
+    model : LQRModel
+    buffers : list of dict
+        With ``observations``, ``next_observations``, ``actions``, ``rewards``, ``truncated``
+        and ``valid`` (as :meth:`ContinuousSamples.from_buffers`).
+
+    Returns
+    -------
+    reason : str
+        Why the interior transitions are not the environment's ("" when they are).
+    note : str
+        What is wrong at episode ends only ("" when nothing is).
+    """
+    w, V = np.linalg.eigh(model.W)
+    pos = w > 1e-12 * max(float(w.max()), 1e-300)
+    worst_z = worst_r = 0.0
+    edge_bad = edge_total = 0
+    for b in buffers:
+        shape = np.shape(b["rewards"])
+        ok = np.ones(shape, bool) if b.get("valid") is None else np.asarray(b["valid"], bool)
+        trunc = np.asarray(b["truncated"], bool) & ok
+        edge = trunc.copy()
+        edge[1:] |= trunc[:-1]
+        x = np.asarray(b["observations"], float)[ok]
+        x2 = np.asarray(b["next_observations"], float)[ok]
+        u = np.asarray(b["actions"], float)[ok].reshape(len(x), -1)
+        rew = np.asarray(b["rewards"], float)[ok]
+        at_edge = edge[ok]
+        innov = (x2 - x @ model.A.T - u @ model.B.T) @ V
+        scale = 1.0 + np.abs(x2).max(axis=1)
+        off = (np.abs(innov[:, ~pos]) > 1e-6 * scale[:, None]).any(axis=1)
+        z = (np.abs(innov[:, pos] / np.sqrt(w[pos])).max(axis=1) if pos.any()
+             else np.zeros(len(x)))
+        r = _reward(model, x, u)
+        rel = np.abs(rew - r) / (1.0 + np.abs(r))
+        bad = off | ~(z <= INNOVATION_LIMIT) | ~(rel <= EXACT_RTOL)
+        inner = ~at_edge
+        if np.any(off & inner):
+            return ("the stored next observations do not follow the LQR dynamics (a noise-free "
+                    "direction moved)"), ""
+        if inner.any():
+            worst_z = max(worst_z, float(np.nan_to_num(z[inner], nan=np.inf).max()))
+            worst_r = max(worst_r, float(np.nan_to_num(rel[inner], nan=np.inf).max()))
+        edge_bad += int((bad & at_edge).sum())
+        edge_total += int(at_edge.sum())
+    if worst_z > INNOVATION_LIMIT:
+        return (f"the stored observations and actions do not follow the LQR dynamics (largest "
+                f"standardized innovation {worst_z:.3g} inside episodes, allowed "
+                f"{INNOVATION_LIMIT:g}): an observation-normalizing wrapper, or actions clipped "
+                f"by the environment but stored unclipped, would do this; audit without "
+                f"observation normalization"), ""
+    if worst_r > EXACT_RTOL:
+        return (f"the stored rewards are not the LQR environment's -(x'Qx + u'Ru) at the stored "
+                f"observations and actions (largest relative difference {worst_r:.3g}): a "
+                f"reward-scaling or -normalizing wrapper would do this; audit without it"), ""
+    note = ""
+    if edge_bad:
+        note = (f"; {edge_bad} of the {edge_total} stored transitions at episode ends (a "
+                f"truncated step or the slot after it) do not follow the LQR dynamics and "
+                f"rewards while every transition inside episodes does: the stored next "
+                f"observation at a truncation is not the final state, or a reset slot is "
+                f"recorded as a transition")
+    return "", note
 
 
 def _reward(model: lqr.LQRModel, x: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -400,7 +400,8 @@ def _continuous_expectation_trials(target, agent, cfg: SuiteConfig, hp: dict,
                                         "transitions cannot be matched to the environment's")
                         for nm in names}
             buf = {"observations": r.observations, "next_observations": r.next_observations,
-                   "actions": r.actions, "truncated": r.truncated, "valid": r.valid}
+                   "actions": r.actions, "truncated": r.truncated, "valid": r.valid,
+                   "rewards": r.rewards}
             adv_bufs.append({**buf, "estimates": r.advantages})
             ret_bufs.append(None if r.returns is None else {**buf, "estimates": r.returns})
             structures.append((np.asarray(r.truncated, bool), r.valid))
@@ -409,6 +410,12 @@ def _continuous_expectation_trials(target, agent, cfg: SuiteConfig, hp: dict,
     except Exception as exc:
         return _error_all(names, f"a fresh agent raised {exc!r} during the LQR in-expectation "
                                  f"trials", exc, a)
+    mismatch, edge_note = expectation_continuous.environment_mismatch(model, adv_bufs)
+    if mismatch:
+        return {nm: CheckResult(nm, "in_expectation", "inconclusive",
+                                "the LQR environment's transitions", "other transitions",
+                                f"not comparable with the exact expectation: {mismatch}")
+                for nm in names}
     kw = dict(policy=policy, critic=critic, not_exact=why, alpha=cfg.alpha / 3)
     out = {names[0]: expectation_continuous.check_continuous_advantages(
         model, lam, expectation_continuous.ContinuousSamples.from_buffers(adv_bufs),
@@ -421,6 +428,8 @@ def _continuous_expectation_trials(target, agent, cfg: SuiteConfig, hp: dict,
             values_at, **kw)
     out[names[2]] = _lqr_gradient_row(agent, actor, snap, model, policy, critic, why, lam, hp,
                                       structures, grads, weighting, cfg, offset)
+    out = {nm: (dataclasses.replace(r, explanation=r.explanation + edge_note)
+                if r.verdict == "fail" and edge_note else r) for nm, r in out.items()}
     return _diagnose_reset_slots(adv_bufs, out)
 
 

@@ -306,3 +306,38 @@ def test_the_gradient_row_reads_a_detached_log_std_without_crashing():
     with M.applied(m):
         r = _rows(M.make_target(m, continuous=True))["in_expectation.policy_gradient@lqr"]
     assert r.verdict in ("pass", "fail", "inconclusive"), r.explanation
+
+
+# ------------------------------------------------------------------ environment gate
+def _with_rewards(bufs):
+    for b in bufs:
+        x, u = b["observations"], b["actions"]
+        b["rewards"] = -(np.einsum("tni,ij,tnj->tn", x, MODEL.Q, x)
+                         + np.einsum("tni,ij,tnj->tn", u, MODEL.R, u))
+    return bufs
+
+
+def test_the_environment_gate_accepts_the_environments_own_transitions():
+    assert ec.environment_mismatch(MODEL, _with_rewards(simulate(20))) == ("", "")
+
+
+def test_the_environment_gate_refuses_normalized_observations_and_scaled_rewards():
+    """What a CleanRL-style NormalizeObservation / NormalizeReward wrapper does to the stored
+    data: the rows must become inconclusive, not fail."""
+    bufs = _with_rewards(simulate(5))
+    for b in bufs:
+        b["observations"] = (b["observations"] - 0.3) / 1.7
+        b["next_observations"] = (b["next_observations"] - 0.3) / 1.7
+    reason, _ = ec.environment_mismatch(MODEL, bufs)
+    assert "do not follow the LQR dynamics" in reason
+    bufs = _with_rewards(simulate(5))
+    for b in bufs:
+        b["rewards"] = b["rewards"] / 3.0
+    reason, _ = ec.environment_mismatch(MODEL, bufs)
+    assert "reward-scaling" in reason
+
+
+def test_a_reset_observation_stored_at_truncations_is_a_note_not_a_block():
+    bufs = _with_rewards(simulate(5, defect="bootstrap_from_reset_obs"))
+    reason, note = ec.environment_mismatch(MODEL, bufs)
+    assert reason == "" and "episode ends" in note
