@@ -385,7 +385,9 @@ def _continuous_expectation_trials(target, agent, cfg: SuiteConfig, hp: dict,
     a = None
     i = steps = 0
     try:
-        while i < cfg.max_trials and (i < cfg.n_trials or steps < cfg.trial_steps):
+        # LQR buffers hold many short episodes: the step budget, with at least a quarter of
+        # the tabular trial count (and 10, for the gradient test), is enough
+        while i < cfg.max_trials and (i < max(10, cfg.n_trials // 4) or steps < cfg.trial_steps):
             if a is None or not callable(getattr(a, "collect", None)):
                 a = target.make_agent(lqr_env_fn(time_limit=EXPECTATION_TIME_LIMIT),
                                       seed=cfg.seed + offset + 1 + i,
