@@ -341,3 +341,18 @@ def test_a_reset_observation_stored_at_truncations_is_a_note_not_a_block():
     bufs = _with_rewards(simulate(5, defect="bootstrap_from_reset_obs"))
     reason, note = ec.environment_mismatch(MODEL, bufs)
     assert reason == "" and "episode ends" in note
+
+
+def test_the_continuous_kill_matrix_marks_mutants_only_the_new_layers_catch():
+    from pgtheory.lab import mutants as M
+
+    m = M.MUTANTS["truncation_bootstrap_reset_obs"]
+    only_new = M.KillResult(m, [("in_expectation.advantages@lqr", "in_expectation")], 1.0)
+    also_batch = M.KillResult(m, [("in_expectation.advantages@lqr", "in_expectation"),
+                                  ("given_the_batch.advantages@lqr", "given_the_batch")], 1.0)
+    assert M.only_by_continuous_layers(only_new)
+    assert not M.only_by_continuous_layers(also_batch)
+    table = M.format_matrix([only_new, also_batch], continuous=True)
+    assert "only by the new layers" in table and table.count("**yes**") == 1
+    t = M.make_target(m, continuous=True)
+    assert t.action_kinds == ("continuous",) and t.components == {}

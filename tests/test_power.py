@@ -207,3 +207,20 @@ def test_the_lqr_update_scope_records_the_two_continuous_update_rows():
                                                        "update_level.kl@lqr"], rec
     assert {r["verdict"] for r in report["results"]} == {"skip"}
     assert all("not affine" in r["explanation"] for r in report["results"])
+
+
+def test_the_lqr_expectation_scope_records_the_three_continuous_in_expectation_rows():
+    # source: the suite's plan for a continuous-action target lists the three rows; the default
+    # PPO's MLP policy leaves the exact samples to the advantage and value-target rows and makes
+    # the gradient row not applicable (suite.continuous_expectation_checks)
+    from pgtheory.lab import power as pw
+
+    report = pw._lqr_expectation_report("ppo", 1)
+    rec = pw.audit_record(report, scope="lqr_expectation", wall_s=None, commit="test")
+    assert rec["exit_code"] == 0 and rec["checks"] == [
+        "in_expectation.advantages@lqr", "in_expectation.policy_gradient@lqr",
+        "in_expectation.returns@lqr"], rec
+    verdicts = {r["name"]: r["verdict"] for r in report["results"]}
+    assert verdicts == {"in_expectation.advantages@lqr": "pass",
+                        "in_expectation.returns@lqr": "pass",
+                        "in_expectation.policy_gradient@lqr": "skip"}
