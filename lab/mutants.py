@@ -30,8 +30,8 @@ from pgtheory.oracles.defects import NamesADefect
 
 _CORE = "pgtheory.implementations.core"  # the module whose functions the mutants patch
 
-__all__ = ["MUTANTS", "KillResult", "Mutant", "applied", "kill_matrix", "main",
-           "only_by_continuous_layers", "run_mutant"]
+__all__ = ["MUTANTS", "KillResult", "Mutant", "applied", "continuous_header", "kill_matrix",
+           "main", "only_by_continuous_layers", "run_mutant"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -555,6 +555,28 @@ def format_matrix(results: list[KillResult], *, continuous: bool = False) -> str
     return "\n".join(lines)
 
 
+def continuous_header(results: list[KillResult], *, quick: bool, seed: int) -> str:
+    """The heading of the continuous kill matrix page (what the view is, how it was made)."""
+    import datetime
+
+    only = [r.mutant.name for r in results if only_by_continuous_layers(r)]
+    cmd = (f"python -m pgtheory.lab.mutants --continuous{' --quick' if quick else ''}"
+           f"{f' --seed {seed}' if seed else ''} --markdown docs/kill_matrix_continuous.md")
+    return (
+        "# Kill matrix, continuous-only view\n\n"
+        f"Generated on {datetime.date.today().isoformat()} by `{cmd}` "
+        f"({'quick' if quick else 'full'} audits, seed {seed}). Each mutant of "
+        "`lab/mutants.py` is audited as a *continuous-only linear* target: the project's "
+        "implementation with `hidden_sizes=()` (an affine-Gaussian policy and an affine "
+        "critic), declaring only continuous actions and exposing no components, so its audit "
+        "has only the `@lqr` rows, as a single-file PPO for MuJoCo would. The last column "
+        "marks the mutants that only the in-expectation and update-level `@lqr` rows catch "
+        f"({len(only)} here: {', '.join(f'`{n}`' for n in only) or 'none'}). Mutants of the "
+        "tabular path (a categorical entropy), of effects that one action dimension cannot "
+        "show (the double integrator has one), or that need clipping or training are expected "
+        "to survive this view; the full kill matrix is [kill_matrix.md](kill_matrix.md).\n\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pgtheory.lab.mutants``: audit the mutants and print the kill matrix."""
     import argparse
@@ -582,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.markdown:
         with open(args.markdown, "w") as f:
+            if args.continuous:
+                f.write(continuous_header(results, quick=args.quick, seed=args.seed))
             f.write(table + "\n")
     if args.json:
         import json
