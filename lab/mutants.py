@@ -535,7 +535,7 @@ def format_matrix(results: list[KillResult], *, continuous: bool = False) -> str
     lines = ["| mutant | algorithm | class | killed | flagged by (layer: checks) | report |",
              "|---|---|---|---|---|---|"]
     if continuous:
-        lines = [lines[0][:-1] + " only by the new layers |", lines[1] + "---|"]
+        lines = [lines[0] + " only by the new layers |", lines[1] + "---|"]
     for r in results:
         by: dict[str, list[str]] = {}
         for name, layer in r.flagged:

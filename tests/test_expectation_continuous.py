@@ -354,5 +354,7 @@ def test_the_continuous_kill_matrix_marks_mutants_only_the_new_layers_catch():
     assert not M.only_by_continuous_layers(also_batch)
     table = M.format_matrix([only_new, also_batch], continuous=True)
     assert "only by the new layers" in table and table.count("**yes**") == 1
+    head, rule, *rows = table.splitlines()
+    assert head.count("|") == rule.count("|") == rows[0].count("|") == 8
     t = M.make_target(m, continuous=True)
     assert t.action_kinds == ("continuous",) and t.components == {}
