@@ -357,6 +357,21 @@ def _continuous_expectation(target, agent, cfg: SuiteConfig, hp: dict) -> dict[s
 
 def _continuous_expectation_trials(target, agent, cfg: SuiteConfig, hp: dict,
                                    offset: int) -> dict[str, CheckResult]:
+    """One run of the LQR in-expectation trials; an exception (the target's critic or policy
+    raising when the oracle reads it, or a harness bug, which the row then names) becomes an
+    ``error`` row, never a crash of the audit."""
+    try:
+        return _continuous_expectation_run(target, agent, cfg, hp, offset)
+    except TargetProtocolError:
+        raise
+    except Exception as exc:
+        names = [f"{n}{LQR_SUFFIX}" for n in CONTINUOUS_EXPECTATION_CHECKS]
+        return _error_all(names, f"reading the agent for the LQR in-expectation checks raised "
+                                 f"{exc!r}", exc, agent)
+
+
+def _continuous_expectation_run(target, agent, cfg: SuiteConfig, hp: dict,
+                                offset: int) -> dict[str, CheckResult]:
     import torch
 
     names = [f"{n}{LQR_SUFFIX}" for n in CONTINUOUS_EXPECTATION_CHECKS]

@@ -358,3 +358,15 @@ def test_the_continuous_kill_matrix_marks_mutants_only_the_new_layers_catch():
     assert head.count("|") == rule.count("|") == rows[0].count("|") == 8
     t = M.make_target(m, continuous=True)
     assert t.action_kinds == ("continuous",) and t.components == {}
+
+
+def test_an_exception_while_reading_the_agent_is_an_error_row_not_a_crash(monkeypatch):
+    from pgtheory.implementations.targets import target
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("critic exploded")
+
+    monkeypatch.setattr(ec, "quadratic_critic", boom)
+    out = _rows(target("a2c", hidden_sizes=()))
+    assert {r.verdict for r in out.values()} == {"error"}
+    assert all("critic exploded" in r.explanation for r in out.values())
