@@ -447,8 +447,20 @@ def _continuous_expectation_run(target, agent, cfg: SuiteConfig, hp: dict,
             values_at, **kw)
     out[names[2]] = _lqr_gradient_row(agent, actor, snap, model, policy, critic, why, lam, hp,
                                       structures, grads, weighting, cfg, offset)
-    out = {nm: (dataclasses.replace(r, explanation=r.explanation + edge_note)
-                if r.verdict == "fail" and edge_note else r) for nm, r in out.items()}
+    if edge_note:  # transitions wrong at episode ends only: what the target reports is wrong
+        for nm in names[:2]:
+            r = out[nm]
+            if r.verdict == "fail":
+                out[nm] = dataclasses.replace(r, explanation=r.explanation + edge_note)
+            elif r.verdict in ("pass", "inconclusive"):
+                out[nm] = CheckResult(
+                    nm, "in_expectation", "fail", "the environment's transitions at episode ends",
+                    "other transitions there",
+                    "the stored transitions inside episodes follow the LQR environment but those "
+                    "at episode ends do not" + edge_note.split(" do not follow", 1)[1]
+                    + ": the advantages there are bootstrapped from (or recorded with) a state "
+                    "the environment did not reach [catalogue: bootstrap_from_reset_obs]",
+                    p_value=0.0)
     return _diagnose_reset_slots(adv_bufs, out)
 
 

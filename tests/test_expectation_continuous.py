@@ -370,3 +370,17 @@ def test_an_exception_while_reading_the_agent_is_an_error_row_not_a_crash(monkey
     out = _rows(target("a2c", hidden_sizes=()))
     assert {r.verdict for r in out.values()} == {"error"}
     assert all("critic exploded" in r.explanation for r in out.values())
+
+
+def test_the_reset_observation_stored_as_final_fails_an_mlp_target_too():
+    """The exact samples cannot see it (the stored next state is the reset state the value was
+    bootstrapped from), the closed forms do not apply to an MLP; the transitions at episode
+    ends, off the dynamics while those inside episodes follow them, do."""
+    from pgtheory.implementations.targets import target
+    from pgtheory.lab import mutants as M
+
+    with M.applied(M.MUTANTS["truncation_bootstrap_reset_obs"]):
+        out = _rows(target("trpo"))
+    for n in ("in_expectation.advantages@lqr", "in_expectation.returns@lqr"):
+        assert out[n].verdict == "fail", out[n].explanation
+        assert "episode ends" in out[n].explanation
