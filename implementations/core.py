@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch.distributions import Categorical, Distribution, constraints, register_kl
 
@@ -82,6 +83,17 @@ def gae(rewards, values, terminated, truncated, gamma: float, lam: float, *,
     live = 1.0 - term
     delta = r + gamma * live * nv - v
     carry = gamma * lam * live * (1.0 - trunc)
+    if not (delta.requires_grad or carry.requires_grad) and delta.dtype in (torch.float32,
+                                                                           torch.float64):
+        # The same recursion in numpy (the same float operations, bit-identical result):
+        # one (N,) step costs about 1 us there against about 7 us as torch ops.
+        d, c = delta.cpu().numpy(), carry.cpu().numpy()
+        out = np.zeros_like(d)
+        acc_np = np.zeros_like(d[0])
+        for t in range(d.shape[0] - 1, -1, -1):
+            acc_np = d[t] + c[t] * acc_np
+            out[t] = acc_np
+        return torch.from_numpy(out).to(delta.device)
     adv = torch.zeros_like(delta)
     acc = torch.zeros_like(delta[0])
     for t in range(delta.shape[0] - 1, -1, -1):
