@@ -1102,6 +1102,13 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
                           f"fresh agents returned rollouts of different shapes "
                           f"{sorted(shapes)}: the in-expectation checks need one shape")
     num_steps = shapes.pop()[0]
+    mismatch = _tabular_reward_mismatch(mdp, batches)
+    if mismatch:
+        return {nm: CheckResult(nm, "in_expectation", "inconclusive", "the environment's rewards",
+                                "other rewards",
+                                f"not comparable with the exact expectation: {mismatch}")
+                for nm in ("in_expectation.advantages", "in_expectation.returns",
+                           "in_expectation.policy_gradient")}
     samples = expectation.samples_from_rollouts(batches, advs)
     out["in_expectation.advantages"] = expectation.check_advantage_expectation(
         mdp, pi, values, lam, samples, alpha=cfg.alpha / 3)
@@ -1125,6 +1132,32 @@ def _expectation_trials(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
         np.array(grads), expected, alternative=alternative, alpha=cfg.alpha / 3,
         seed=cfg.seed + offset)
     return out
+
+
+def _tabular_reward_mismatch(mdp, batches) -> str:
+    """Why the stored rewards inside episodes are not the oracle MDP's ``R(s, a)`` ("" when
+    they are). The exact expectations are in the MDP's reward units; a loop that rescales its
+    rewards (a reward-normalization wrapper, passed to ``record_batch(rewards=...)``) makes
+    them incomparable, which is not a defect. Slots at an episode's end and the slot after it
+    are left out: a next-step autoreset slot recorded as a transition (reward 0) is a defect
+    the checks are there to find."""
+    worst = 0.0
+    for b in batches:
+        ok = np.ones(b.states.shape, bool) if b.valid is None else np.asarray(b.valid, bool)
+        ended = (np.asarray(b.terminated, bool) | np.asarray(b.truncated, bool)) & ok
+        edge = ended.copy()
+        edge[1:] |= ended[:-1]
+        inner = ok & ~edge
+        if not inner.any():
+            continue
+        R = mdp.R[b.states[inner], b.actions[inner]]
+        rel = np.abs(np.asarray(b.rewards, float)[inner] - R) / (1.0 + np.abs(R))
+        worst = max(worst, float(np.nan_to_num(rel, nan=np.inf).max()))
+    if worst > 1e-5:
+        return (f"the stored rewards are not the oracle MDP's R(s, a) (largest relative "
+                f"difference {worst:.3g} inside episodes): a reward-scaling or -normalizing "
+                f"wrapper would do this; audit without it")
+    return ""
 
 
 def _as_batch(states, r, nxt, left):

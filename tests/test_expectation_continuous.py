@@ -394,3 +394,26 @@ def test_first_stage_calibration_on_simulated_correct_gae():
     ps = np.array([_check(simulate(60, seed=1000 + s), alpha=0.05).p_value for s in range(300)])
     print(f"p < 0.05: {np.mean(ps < 0.05):.3f}, p < 0.01: {np.mean(ps < 0.01):.3f}")
     assert np.mean(ps < 0.05) < 0.10 and np.mean(ps < 0.01) < 0.03
+
+
+def test_the_tabular_rows_are_inconclusive_for_rescaled_rewards_not_failed():
+    """The same gate on the tabular oracle: rewards a loop rescaled (a reward-normalization
+    wrapper, passed to record_batch) are not R(s, a); a next-step reset slot's reward 0 at an
+    episode end does not block the checks (it is a defect they find)."""
+    import dataclasses as dc
+
+    from pgtheory.oracles import suite
+    from pgtheory.oracles.rollouts import simulate_rollout
+
+    mdp = suite.oracle_mdp(0.9, 0)
+    pi = np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)
+    rng = np.random.default_rng(0)
+    bufs = [simulate_rollout(mdp, pi, num_steps=16, num_envs=4, time_limit=6, rng=rng)
+            for _ in range(3)]
+    assert suite._tabular_reward_mismatch(mdp, bufs) == ""
+    scaled = [dc.replace(b, rewards=b.rewards / 2.5) for b in bufs]
+    assert "reward-scaling" in suite._tabular_reward_mismatch(mdp, scaled)
+    slots = [simulate_rollout(mdp, pi, num_steps=16, num_envs=4, time_limit=6, rng=rng,
+                              reset_slots=True) for _ in range(3)]
+    as_transitions = [dc.replace(b, valid=None) for b in slots]  # reset slots not marked
+    assert suite._tabular_reward_mismatch(mdp, as_transitions) == ""
