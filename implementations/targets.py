@@ -91,8 +91,9 @@ class ImplementationTarget:
         self.components = {**_COMMON_COMPONENTS, **_COMPONENTS[self.algorithm]}
         c = config
         self.model_description = (
-            f"implementations/{self.algorithm}.py, actor and critic MLPs "
-            f"{list(c.hidden_sizes) or 'linear'} {c.activation}"
+            f"implementations/{self.algorithm}.py, "
+            + (f"actor and critic MLPs {list(c.hidden_sizes)} {c.activation}" if c.hidden_sizes
+               else "linear actor and critic (affine in the observation)")
             + (", no critic" if not getattr(c, "baseline", True) else "")
             + (", NPG (no line search)" if getattr(c, "npg", False) else ""))
         from pgtheory.oracles.protocol import untested_notes
