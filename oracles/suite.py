@@ -1138,10 +1138,13 @@ def _tabular_reward_mismatch(mdp, batches) -> str:
     """Why the stored rewards inside episodes are not the oracle MDP's ``R(s, a)`` ("" when
     they are). The exact expectations are in the MDP's reward units; a loop that rescales its
     rewards (a reward-normalization wrapper, passed to ``record_batch(rewards=...)``) makes
-    them incomparable, which is not a defect. Slots at an episode's end and the slot after it
-    are left out: a next-step autoreset slot recorded as a transition (reward 0) is a defect
-    the checks are there to find."""
+    them incomparable, which is not a defect. Only a mismatch that keeps every reward's sign
+    (and zeros) counts: a rescaling does, rewards stored with the wrong transition (a timing
+    defect) do not, and those are left to the checks, which fail. Slots at an episode's end and
+    the slot after it are left out: a next-step autoreset slot recorded as a transition (reward
+    0) is a defect the checks are there to find."""
     worst = 0.0
+    same_signs = True
     for b in batches:
         ok = np.ones(b.states.shape, bool) if b.valid is None else np.asarray(b.valid, bool)
         ended = (np.asarray(b.terminated, bool) | np.asarray(b.truncated, bool)) & ok
@@ -1151,9 +1154,13 @@ def _tabular_reward_mismatch(mdp, batches) -> str:
         if not inner.any():
             continue
         R = mdp.R[b.states[inner], b.actions[inner]]
-        rel = np.abs(np.asarray(b.rewards, float)[inner] - R) / (1.0 + np.abs(R))
+        stored = np.asarray(b.rewards, float)[inner]
+        rel = np.abs(stored - R) / (1.0 + np.abs(R))
         worst = max(worst, float(np.nan_to_num(rel, nan=np.inf).max()))
-    if worst > 1e-5:
+        same_signs &= bool(np.all(np.sign(np.round(stored, 9)) == np.sign(np.round(R, 9))))
+    # a positive rescaling (normalization by a running std, clipping) keeps every reward's sign
+    # and zeros; rewards stored against the wrong transition do not, and are left to the checks
+    if worst > 1e-5 and same_signs:
         return (f"the stored rewards are not the oracle MDP's R(s, a) (largest relative "
                 f"difference {worst:.3g} inside episodes): a reward-scaling or -normalizing "
                 f"wrapper would do this; audit without it")

@@ -413,6 +413,10 @@ def test_the_tabular_rows_are_inconclusive_for_rescaled_rewards_not_failed():
     assert suite._tabular_reward_mismatch(mdp, bufs) == ""
     scaled = [dc.replace(b, rewards=b.rewards / 2.5) for b in bufs]
     assert "reward-scaling" in suite._tabular_reward_mismatch(mdp, scaled)
+    # rewards stored one step late: not a rescaling, so the checks run (and fail)
+    late = [dc.replace(b, rewards=np.concatenate([np.zeros_like(b.rewards[:1]),
+                                                  b.rewards[:-1]])) for b in bufs]
+    assert suite._tabular_reward_mismatch(mdp, late) == ""
     slots = [simulate_rollout(mdp, pi, num_steps=16, num_envs=4, time_limit=6, rng=rng,
                               reset_slots=True) for _ in range(3)]
     as_transitions = [dc.replace(b, valid=None) for b in slots]  # reset slots not marked
