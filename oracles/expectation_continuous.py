@@ -749,7 +749,31 @@ def affine_jacobian(agent, names: list[str], n_state: int, parameters: dict) -> 
     """``d (vec(M), k, log_sigma) / d theta`` of the agent's affine-Gaussian policy, shape
     (m n + 2 m, d), ``theta`` the flat parameters ``names`` (in order), by autograd at
     ``x = 0`` and ``x = e_j``: ``k = mu(0)``, ``M e_j = mu(e_j) - mu(0)``, ``log_sigma`` from
-    the std at ``x = 0``."""
+    the std at ``x = 0`` (exact for an affine mean; a row no parameter moves is zero).
+
+    Parameters
+    ----------
+    agent
+        A protocol agent whose ``distribution(obs)`` has ``mean`` and ``stddev`` (B, m).
+    names : list of str
+        Actor parameter names.
+    n_state : int
+    parameters : dict
+        Evaluated at these parameters (restored afterwards).
+
+    Returns
+    -------
+    ndarray, shape (m n + 2 m, d)
+        float64.
+
+    Raises
+    ------
+    Nothing beyond the agent's own exceptions (the suite turns those into an error row).
+
+    References
+    ----------
+    The chain rule; :func:`expected_policy_gradient_lqr` for the coordinates.
+    """
     import torch
     from pgtheory.oracles.protocol import parameters_set
 
