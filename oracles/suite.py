@@ -334,25 +334,9 @@ def _continuous_expectation(target, agent, cfg: SuiteConfig, hp: dict) -> dict[s
     """``in_expectation.advantages@lqr`` and ``.returns@lqr``, with the tabular layer's rule: a
     statistical rejection is a FAIL only when independent trials (seeds ``CONFIRMATION_SEED``
     apart) reject too; a wrong exact sample fails at once (no randomness is involved)."""
-    first = _continuous_expectation_trials(target, agent, cfg, hp, 0)
-    if not any(r.verdict == "fail" and (r.p_value or 0.0) > 0.0 for r in first.values()):
-        return first
-    again = _continuous_expectation_trials(target, agent, cfg, hp, CONFIRMATION_SEED)
-    out = {}
-    for name, r in first.items():
-        c = again.get(name)
-        if r.verdict != "fail" or not (r.p_value or 0.0) > 0.0:
-            out[name] = r
-        elif c is not None and c.verdict == "fail":
-            out[name] = dataclasses.replace(r, explanation=f"{r.explanation}; confirmed on "
-                                            f"independent trials (p = {c.p_value:.2g})")
-        else:
-            cp = "n/a" if c is None or c.p_value is None else f"{c.p_value:.2g}"
-            out[name] = dataclasses.replace(
-                r, verdict="inconclusive", explanation=f"rejected at p = {r.p_value:.2g} but "
-                f"not confirmed on independent trials (p = {cp}): a chance rejection at the "
-                f"stated rate is the likely reason; first run: {r.explanation}")
-    return out
+    return _confirmed(lambda offset: _continuous_expectation_trials(target, agent, cfg, hp,
+                                                                    offset),
+                      lambda r: (r.p_value or 0.0) > 0.0)
 
 
 def _continuous_expectation_trials(target, agent, cfg: SuiteConfig, hp: dict,
@@ -1019,14 +1003,24 @@ def _expectation_checks(target, agent, mdp, env_fn, cfg: SuiteConfig, hp: dict,
     campaign: ``campaign:ppo:9`` rejected once at p = 0.00022 (its stated rate 3.3e-4) and
     passed at p = 0.87 on four times the trials.
     """
-    first = _expectation_trials(target, agent, mdp, env_fn, cfg, hp, algo, 0)
-    if not any(r.verdict == "fail" and r.p_value is not None for r in first.values()):
+    return _confirmed(lambda offset: _expectation_trials(target, agent, mdp, env_fn, cfg, hp,
+                                                         algo, offset),
+                      lambda r: r.p_value is not None)
+
+
+def _confirmed(trials: Callable[[int], dict[str, CheckResult]],
+               statistical: Callable[[CheckResult], bool]) -> dict[str, CheckResult]:
+    """``trials(0)``; when a row that ``statistical`` calls a statistical rejection failed, run
+    ``trials(CONFIRMATION_SEED)`` and keep the FAIL only where it fails again (INCONCLUSIVE with
+    both p-values otherwise). Other rows are returned as the first run gave them."""
+    first = trials(0)
+    if not any(r.verdict == "fail" and statistical(r) for r in first.values()):
         return first
-    again = _expectation_trials(target, agent, mdp, env_fn, cfg, hp, algo, CONFIRMATION_SEED)
+    again = trials(CONFIRMATION_SEED)
     out = {}
     for name, r in first.items():
         c = again.get(name)
-        if r.verdict != "fail" or r.p_value is None:
+        if r.verdict != "fail" or not statistical(r):
             out[name] = r
         elif c is not None and c.verdict == "fail":
             out[name] = dataclasses.replace(r, explanation=f"{r.explanation}; confirmed on "
