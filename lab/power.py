@@ -39,8 +39,8 @@ earlier record in the scorecard.
 A record's ``scope`` says which checks ran: ``"audit"`` (the full audit),
 ``"policy_head"`` (only :data:`pgtheory.oracles.suite.POLICY_HEAD_CHECKS`, for audits recorded
 before those checks existed; the other checks' results do not depend on them, see
-:func:`pgtheory.oracles.suite.run_suite`), ``"lqr_update"`` (only the continuous update-level
-rows ``update_level.kl@lqr`` and ``update_level.improvement@lqr``, likewise: each runs on its
+:func:`pgtheory.oracles.suite.run_suite`), ``"lqr_update"`` (only the four continuous update-level
+rows ``update_level.{kl,improvement,convergence,critic}@lqr``, likewise: each runs on its
 own agents seeded by the audit's seed, as in the full audit) or ``"lqr_expectation"`` (only
 the three ``in_expectation.*@lqr`` rows, likewise). A seed counts towards the false-alarm rate
 when its records together cover every check the current audit plans; the seed fails when any

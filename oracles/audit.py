@@ -71,6 +71,8 @@ WHERE_TO_LOOK = {
     "update_level.improvement": "the sign and scale of the update",
     "update_level.convergence": "the learning loop as a whole (or a budget too small for "
                                 "these hyperparameters)",
+    "update_level.critic": "the critic's training: its value targets (bootstraps, discount, "
+                           "normalization) and the sign and scale of its loss",
 }
 
 

@@ -87,7 +87,7 @@ import pgtheory.lqr as lqr
 __all__ = ["ContinuousSamples", "NotQuadraticError", "QuadraticCritic",
            "check_continuous_advantages", "check_continuous_returns", "environment_mismatch",
            "expected_gae_lqr", "expected_policy_gradient_lqr", "hotelling_p_value",
-           "quadratic_critic", "trace_horizons"]
+           "quadratic_critic", "td_fixed_point_lqr", "trace_horizons"]
 
 #: Relative tolerance of the exact samples (float32 implementations round each term at about
 #: 1.2e-7 relative; a handful of terms and the float32 observations leave a margin of ~10).
@@ -619,6 +619,106 @@ def check_continuous_returns(model: lqr.LQRModel, lam: float, samples: Continuou
     kwargs.setdefault("name", "in_expectation.returns@lqr")
     return check_continuous_advantages(model, lam, samples, values_at, offset=offset,
                                        quantity="value-target", **kwargs)
+
+
+# ------------------------------------------------------------------ critic fixed point
+def _basis(n: int, quadratic: bool) -> list[QuadraticCritic]:
+    """The critic class's basis: ``1``, ``x_i`` and, when ``quadratic``, ``x_i x_j`` (i <= j)."""
+    zero_H, zero_h = np.zeros((n, n)), np.zeros(n)
+    out = [QuadraticCritic(zero_H, zero_h, 1.0)]
+    out += [QuadraticCritic(zero_H, np.eye(n)[i], 0.0) for i in range(n)]
+    if quadratic:
+        for i in range(n):
+            for j in range(i, n):
+                H = np.zeros((n, n))
+                H[i, j] = H[j, i] = 1.0 if i == j else 0.5
+                out.append(QuadraticCritic(H, zero_h, 0.0))
+    return out
+
+
+def td_fixed_point_lqr(model: lqr.LQRModel, policy: AffinePolicy, lam: float, states,
+                       horizons, *, quadratic: bool = False) -> QuadraticCritic:
+    """The critic of a class at which regression on the buffer's lambda-returns is stationary.
+
+    A critic ``V_theta = theta^T phi`` (``phi(x) = (1, x)``, with ``x_i x_j`` added when
+    ``quadratic``) fitted by least squares to the value targets ``y_t = A_hat_t +
+    V_theta(x_t)`` of one buffer, its GAE computed with that same critic, is at a fixed point
+    when the expected update vanishes: ``sum_t phi(x_t) E[y_t - V_theta(x_t) | x_t, h_t] =
+    sum_t phi(x_t) f_{h_t}(x_t; theta) = 0``, ``f_h`` the expected GAE of an ``h``-step trace
+    (:func:`expected_gae_lqr`, which bootstraps the critic where the trace ends: a correct
+    estimator's buffer end and time limit alike). ``f_h`` is affine in ``theta`` (each TD error
+    is), ``f_h(x; theta) = g_h(x) + sum_k theta_k m_{h,k}(x)`` with ``g_h`` the expected GAE of
+    the zero critic and ``m_{h,k}`` that of the ``k``-th basis function minus ``g_h``, so the
+    fixed point solves the linear system ``M theta = -g``, ``M_{ik} = sum_t phi_i(x_t)
+    m_{h_t,k}(x_t)``, ``g_i = sum_t phi_i(x_t) g_{h_t}(x_t)``: the TD(lambda) fixed point of
+    linear function approximation (Tsitsiklis & Van Roy 1997) on the buffer's own states and
+    trace lengths, with the expectation over actions and next states exact. For ``lam = 1``
+    and no bootstrap inside the buffer it is the least-squares fit of ``V_pi``; a quadratic
+    class holds the exact value ``V_pi`` of the discounted problem itself.
+
+    Parameters
+    ----------
+    model : LQRModel
+        The target's gamma.
+    policy : AffinePolicy
+        The policy that collected the buffer.
+    lam : float
+        GAE lambda in [0, 1].
+    states : array_like, shape (B, n)
+        The buffer's states (valid slots only).
+    horizons : array_like of int, shape (B,)
+        Steps each state's trace runs (``>= 1``; :func:`trace_horizons`).
+    quadratic : bool
+        The class: affine (False) or quadratic.
+
+    Returns
+    -------
+    QuadraticCritic
+        The fixed point (``H = 0`` for the affine class), reward units.
+
+    Raises
+    ------
+    ValueError
+        Shapes that disagree, a horizon below 1, or a singular system (too few distinct
+        states for the class).
+
+    References
+    ----------
+    Tsitsiklis & Van Roy (1997), "An analysis of temporal-difference learning with function
+    approximation", IEEE TAC 42(5), Thm. 1 (lambda-return fixed point); Schulman et al. (2016),
+    arXiv:1506.02438v6, Eq. (16) and Sec. 5 (the value regression on lambda-returns).
+    """
+    x = np.asarray(states, float)
+    h = np.asarray(horizons, int).reshape(-1)
+    n = model.n_state
+    if x.ndim != 2 or x.shape[1] != n or len(h) != len(x):
+        raise ValueError(f"states, horizons: expected shapes (B, {n}) and (B,), received "
+                         f"{x.shape} and {h.shape}")
+    if len(h) and h.min() < 1:
+        raise ValueError(f"horizons: expected >= 1, received {int(h.min())}")
+    basis = _basis(n, quadratic)
+    phi = np.column_stack([b(x) for b in basis])
+    steps = int(h.max()) if len(h) else 0
+    zero = QuadraticCritic(np.zeros((n, n)), np.zeros(n), 0.0)
+    g_fs = expected_gae_lqr(model, policy, zero, lam, steps)
+    g_val = np.zeros(len(x))
+    m_val = np.zeros((len(x), len(basis)))
+    for j in np.unique(h):
+        sel = h == j
+        g_val[sel] = g_fs[int(j)](x[sel])
+    for k, b in enumerate(basis):
+        fs = expected_gae_lqr(model, policy, b, lam, steps)
+        for j in np.unique(h):
+            sel = h == j
+            m_val[sel, k] = fs[int(j)](x[sel]) - g_val[sel]
+    M = phi.T @ m_val
+    rhs = -phi.T @ g_val
+    if len(x) < len(basis) or np.linalg.cond(M) > 1e12:
+        raise ValueError(f"states: too few distinct states ({len(x)}) for the "
+                         f"{'quadratic' if quadratic else 'affine'} critic class: the fixed "
+                         f"point is not unique")
+    theta = np.linalg.solve(M, rhs)
+    return _combine(*((float(t), b) for t, b in zip(theta, basis, strict=True)))
 
 
 # ------------------------------------------------------------------ policy gradient

@@ -196,14 +196,16 @@ def test_cli_power_executor_options(tmp_path, monkeypatch, capsys) -> None:
                        "pip install 'pgtheory[ray]'\n"), err
 
 
-def test_the_lqr_update_scope_records_the_two_continuous_update_rows():
-    # source: the suite's plan for a continuous-action target lists both rows; the default
-    # TRPO's MLP policy makes them not applicable (suite.continuous_update_checks)
+def test_the_lqr_update_scope_records_the_four_continuous_update_rows():
+    # source: the suite's plan for a continuous-action target lists the four rows; the default
+    # TRPO's MLP policy and critic make them not applicable (suite.continuous_update_checks)
     from pgtheory.lab import power as pw
 
     report = pw._lqr_update_report("trpo", 1)
     rec = pw.audit_record(report, scope="lqr_update", wall_s=None, commit="test")
-    assert rec["exit_code"] == 0 and rec["checks"] == ["update_level.improvement@lqr",
+    assert rec["exit_code"] == 0 and rec["checks"] == ["update_level.convergence@lqr",
+                                                       "update_level.critic@lqr",
+                                                       "update_level.improvement@lqr",
                                                        "update_level.kl@lqr"], rec
     assert {r["verdict"] for r in report["results"]} == {"skip"}
     assert all("not affine" in r["explanation"] for r in report["results"])

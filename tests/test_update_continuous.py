@@ -407,6 +407,8 @@ def test_plan_lists_the_rows_for_continuous_targets_only():
     names = dict(suite.plan(target("ppo", hidden_sizes=())))
     assert names["update_level.kl@lqr"] is None
     assert names["update_level.improvement@lqr"] is None
+    assert names["update_level.convergence@lqr"] is None
+    assert names["update_level.critic@lqr"] is None
     from pgtheory.oracles import example_target
 
     assert "update_level.kl@lqr" not in dict(suite.plan(example_target.ppo()))

@@ -1,11 +1,13 @@
 """False alarms of the update-level LQR checks on correct implementations, over seeds.
 
-For each target (this project's PPO, TRPO and A2C with linear layers, Stable-Baselines3 PPO
-and sb3-contrib TRPO with ``net_arch=[]``, 128-step buffers) and each seed, runs what the suite
-runs for ``update_level.kl@lqr`` (5 recorded iterations, 4 envs x 16 steps) and
-``update_level.improvement@lqr`` (a 9,600-step training run), and counts the verdicts.
+For each target (this project's PPO, TRPO, A2C and REINFORCE with linear layers,
+Stable-Baselines3 PPO and sb3-contrib TRPO with ``net_arch=[]``, 128-step buffers) and each
+seed, runs what the suite runs for ``update_level.kl@lqr`` (5 recorded iterations, 4 envs x
+16 steps), ``update_level.improvement@lqr`` and ``.convergence@lqr`` (a 9,600-step training
+run) and ``update_level.critic@lqr`` (a 9,600-step run with the policy held at the Riccati
+gain), and counts the verdicts.
 Usage: ``python tools/lqr_update_false_alarms.py [--seeds N] [--first-seed S]
-[--targets ppo,trpo,...]``;
+[--targets ppo,trpo,...] [--jsonl FILE]``;
 prints one line per target and exits 1 when any correct target got a FAIL.
 """
 
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 import time
 
-TARGETS = ("ppo", "trpo", "a2c", "sb3-ppo", "sb3-trpo")
+TARGETS = ("ppo", "trpo", "a2c", "reinforce", "sb3-ppo", "sb3-trpo")
+ROWS = ("kl", "improvement", "convergence", "critic")
 
 
 def make(name: str):
@@ -44,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--jsonl", default="", help="append one verdict line per run to this file")
     a = p.parse_args(argv)
     names = a.targets.split(",")
     unknown = [n for n in names if n not in TARGETS]
@@ -54,24 +59,28 @@ def main(argv=None) -> int:
     any_fail = False
     for name in names:
         tg = make(name)
-        counts = {"kl": collections.Counter(), "improvement": collections.Counter()}
+        counts = {row: collections.Counter() for row in ROWS}
         t0 = time.time()
         for seed in range(a.first_seed, a.first_seed + a.seeds):
             cfg = suite.SuiteConfig(seed=seed)
             agent = tg.make_agent(lqr_env_fn(), seed=seed, num_envs=cfg.num_envs,
                                   num_steps=cfg.num_steps)
             its = [agent.iterate() for _ in range(cfg.n_iterations)]
-            kl = suite._continuous_kl(agent, its, tg.hyperparameters, tg.algorithm)
-            imp = suite.continuous_training_checks(tg, cfg, tg.hyperparameters)[
-                "update_level.improvement@lqr"]
-            counts["kl"][kl.verdict] += 1
-            counts["improvement"][imp.verdict] += 1
-            for r in (kl, imp):
+            results = {"kl": suite._continuous_kl(agent, its, tg.hyperparameters, tg.algorithm)}
+            trained = suite.continuous_training_checks(tg, cfg, tg.hyperparameters)
+            results.update({row: trained[f"update_level.{row}@lqr"] for row in ROWS[1:]})
+            for row, r in results.items():
+                counts[row][r.verdict] += 1
                 if r.verdict == "fail":
                     any_fail = True
                     print(f"  {name} seed {seed}: {r}")
-        print(f"{name}: {a.seeds} seeds, kl@lqr {dict(counts['kl'])}, improvement@lqr "
-              f"{dict(counts['improvement'])} ({time.time() - t0:.0f} s)", flush=True)
+            if a.jsonl:
+                with open(a.jsonl, "a") as fh:
+                    fh.write(json.dumps({"target": name, "seed": seed, **{
+                        row: r.verdict for row, r in results.items()}}) + "\n")
+        print(f"{name}: {a.seeds} seeds, " + ", ".join(
+            f"{row}@lqr {dict(counts[row])}" for row in ROWS)
+            + f" ({time.time() - t0:.0f} s)", flush=True)
     return 1 if any_fail else 0
 
 
