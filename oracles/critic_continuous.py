@@ -30,6 +30,15 @@ __all__ = ["CRITIC_RTOL", "CriticRecord", "check_critic"]
 CRITIC_RTOL = 0.1
 
 
+def _is_quadratic(q) -> bool:
+    """Whether the probed critic has a quadratic part beyond float32 rounding: its curvature
+    over the probe scale exceeds ``QUADRATIC_RTOL`` of its values there (an affine float32
+    critic read by a least-squares quadratic fit shows ``|H|`` near 1e-8 of its values)."""
+    s = ec.PROBE_SCALE
+    size = abs(q.h0) + s * float(np.abs(q.h).max()) + s * s * float(np.abs(q.H).max())
+    return s * s * float(np.abs(q.H).max()) > ec.QUADRATIC_RTOL * max(size, 1e-12)
+
+
 @dataclasses.dataclass(frozen=True)
 class CriticRecord:
     """One update of the critic-evaluation run of :func:`check_critic`.
@@ -121,7 +130,7 @@ def check_critic(model: lqr.LQRModel, lam: float, window: list[CriticRecord],
     if not all(np.all(np.isfinite(r.critic(r.states))) for r in records):
         return CheckResult(name, LAYER, "fail", "finite values", "NaN/inf",
                            "the critic returns non-finite values")
-    quadratic = any(float(np.abs(r.critic.H).max()) > 0.0 for r in records)
+    quadratic = any(_is_quadratic(r.critic) for r in records)
     refs = [ec.td_fixed_point_lqr(model, r.policy, lam, r.states, r.horizons,
                                   quadratic=quadratic) for r in window]
 
