@@ -7,7 +7,7 @@ seed, runs what the suite runs for ``update_level.kl@lqr`` (5 recorded iteration
 run) and ``update_level.critic@lqr`` (a 9,600-step run with the policy held at the Riccati
 gain), and counts the verdicts.
 Usage: ``python tools/lqr_update_false_alarms.py [--seeds N] [--first-seed S]
-[--targets ppo,trpo,...] [--jsonl FILE]``;
+[--targets ppo,trpo,...] [--jsonl FILE] [--train-steps N]``;
 prints one line per target and exits 1 when any correct target got a FAIL.
 """
 
@@ -49,12 +49,15 @@ def main(argv=None) -> int:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--jsonl", default="", help="append one verdict line per run to this file")
+    p.add_argument("--train-steps", type=int, default=suite.SuiteConfig().train_steps,
+                   help="env steps of the training runs (default: the audit's)")
     a = p.parse_args(argv)
     names = a.targets.split(",")
     unknown = [n for n in names if n not in TARGETS]
-    if unknown or a.seeds < 1:
-        print(f"lqr_update_false_alarms: expected --targets among {TARGETS} and --seeds >= 1, "
-              f"received {a.targets!r}, {a.seeds}", file=sys.stderr)
+    if unknown or a.seeds < 1 or a.train_steps < 1:
+        print(f"lqr_update_false_alarms: expected --targets among {TARGETS}, --seeds >= 1 and "
+              f"--train-steps >= 1, received {a.targets!r}, {a.seeds}, {a.train_steps}",
+              file=sys.stderr)
         return 2
     any_fail = False
     for name in names:
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
         counts = {row: collections.Counter() for row in ROWS}
         t0 = time.time()
         for seed in range(a.first_seed, a.first_seed + a.seeds):
-            cfg = suite.SuiteConfig(seed=seed)
+            cfg = suite.SuiteConfig(seed=seed, train_steps=a.train_steps)
             agent = tg.make_agent(lqr_env_fn(), seed=seed, num_envs=cfg.num_envs,
                                   num_steps=cfg.num_steps)
             its = [agent.iterate() for _ in range(cfg.n_iterations)]
@@ -77,7 +80,8 @@ def main(argv=None) -> int:
             if a.jsonl:
                 with open(a.jsonl, "a") as fh:
                     fh.write(json.dumps({"target": name, "seed": seed, **{
-                        row: r.verdict for row, r in results.items()}}) + "\n")
+                        row: r.verdict for row, r in results.items()},
+                        "convergence_observed": results["convergence"].observed}) + "\n")
         print(f"{name}: {a.seeds} seeds, " + ", ".join(
             f"{row}@lqr {dict(counts[row])}" for row in ROWS)
             + f" ({time.time() - t0:.0f} s)", flush=True)
