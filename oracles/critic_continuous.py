@@ -19,6 +19,7 @@ import itertools
 import numpy as np
 from pgtheory.oracles import expectation_continuous as ec
 from pgtheory.oracles.results import CheckResult
+from pgtheory.oracles.update import settledness
 from pgtheory.oracles.update_continuous import LAYER, AffinePolicy
 
 import pgtheory.lqr as lqr
@@ -171,16 +172,16 @@ def check_critic(model: lqr.LQRModel, lam: float, window: list[CriticRecord],
                        f"{min_updates_between} needed, and two consecutive ones in a window): "
                        f"its gap went from {gap_e:.3g} to {gap_f:.3g}; {text}")
     delta = float(np.mean(moves))
-    noise = settle_z * delta * np.sqrt(updates_between)
+    state, noise = settledness(gap_e, gap_f, delta, updates_between, settle_z=settle_z)
     moved = (f"its gap went from {gap_e:.3g} to {gap_f:.3g} over the last {updates_between} "
              f"updates against a noise level of {noise:.3g} (mean move per update {delta:.3g} "
              f"x sqrt({updates_between}))")
-    if gap_e - gap_f > noise:
+    if state == "approaching":
         return verdict("inconclusive",
                        f"critic still moving toward its fixed point: {moved}; it has not "
                        f"settled, so its distance from the target is not evidence of a wrong "
                        f"target: {text}")
-    state = "is moving away from it" if gap_f - gap_e > noise else "has settled there"
+    state = "is moving away from it" if state == "moving away" else "has settled there"
     why = ""
     if rms(fit(X)) < 0.2 * scale:
         why = ("; V_phi is near zero where V_ref is not, as when the critic regresses on the "

@@ -25,7 +25,7 @@ from pgtheory.oracles.results import CheckResult
 import pgtheory as pg
 
 __all__ = ["check_convergence", "check_critic", "check_improvement", "check_update_kl",
-           "tabular_policy", "tabular_values"]
+           "settledness", "tabular_policy", "tabular_values"]
 
 LAYER = "update_level"
 
@@ -297,6 +297,46 @@ def check_convergence(mdp: pg.TabularMDP, pi, *, rtol: float = 0.05, budget: str
                        f"near-optimal: {text}", tolerance=rtol)
 
 
+def settledness(gap_earlier: float, gap_final: float, delta: float, updates_between: int, *,
+                settle_z: float = 1.0) -> tuple[str, float]:
+    """The settledness rule of :func:`check_critic`: where a critic off its target is heading.
+
+    The noise level is ``settle_z * delta * sqrt(updates_between)``: ``N`` undirected moves of
+    size ``delta`` (a critic fluctuating where it has settled) carry it about ``delta sqrt(N)``,
+    ``N`` directed ones ``delta N`` (Feller 1968, Vol. 1, Ch. III).
+
+    Parameters
+    ----------
+    gap_earlier, gap_final : float
+        The distance of the earlier and of the final window's averaged critic from the final
+        averaged target (the caller's norm, value units).
+    delta : float
+        The critic's mean move per update within the windows (same norm).
+    updates_between : int
+        Updates from the last of the earlier window to the last of the final one.
+    settle_z : float
+        Multiple of the noise level (see :func:`check_critic` for why 1).
+
+    Returns
+    -------
+    state : {"approaching", "moving away", "settled"}
+        ``gap_earlier - gap_final`` above the noise level, ``gap_final - gap_earlier`` above
+        it, or neither.
+    noise : float
+        The noise level.
+
+    Raises
+    ------
+    Nothing: NaN gaps compare false, so they read as settled; callers rule them out first.
+    """
+    noise = settle_z * delta * float(np.sqrt(updates_between))
+    if gap_earlier - gap_final > noise:
+        return "approaching", noise
+    if gap_final - gap_earlier > noise:
+        return "moving away", noise
+    return "settled", noise
+
+
 def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
                  min_visit: float = 0.05, time_limit: int | None = None,
                  budget: str = "", earlier: tuple | None = None,
@@ -466,16 +506,16 @@ def check_critic(mdp: pg.TabularMDP, pi, values, *, rtol: float = 0.1,
                            f"window): its gap to V_pi went from {gap_e:.3g} to {gap_f:.3g}; "
                            f"{text}")
         delta = float(np.concatenate(moves).mean())
-        noise = settle_z * delta * np.sqrt(updates_between)
+        state, noise = settledness(gap_e, gap_f, delta, updates_between, settle_z=settle_z)
         moved = (f"its gap to the final V_pi went from {gap_e:.3g} to {gap_f:.3g} over the "
                  f"last {updates_between} updates {since}against a noise level of "
                  f"{noise:.3g} (mean move per update {delta:.3g} x sqrt({updates_between}))")
-        if gap_e - gap_f > noise:
+        if state == "approaching":
             return verdict("inconclusive",
                            f"critic still moving toward V_pi: {moved}; it has not settled, "
                            f"so its distance from the target is not evidence of a wrong "
                            f"target: {text}")
-        state = "is moving away from it" if gap_f - gap_e > noise else "has settled there"
+        state = "is moving away from it" if state == "moving away" else "has settled there"
         settled = f"; the critic {state} ({moved})"
     why = ""
     if abs(v[worst] - 0.5 * exact[worst]) < tol:
