@@ -220,24 +220,44 @@ def test_the_policy_is_held_at_the_riccati_gain():
     assert np.allclose(pol.log_sigma, -0.7, atol=1e-6)
 
 
-class _ScaledRewards:
-    """A correct target trained on rewards scaled by 0.1 (a reward-normalizing wrapper)."""
+class _Variant:
+    """A correct target changed in one respect: ``wrap_env`` around each environment it makes,
+    ``patch_agent`` applied to each agent."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def __init__(self, inner, suffix, wrap_env=None, patch_agent=None):
+        self.inner, self.wrap_env, self.patch_agent = inner, wrap_env, patch_agent
         self.algorithm, self.hyperparameters = inner.algorithm, inner.hyperparameters
-        self.name = f"{inner.name}-scaled"
+        self.name = f"{inner.name}-{suffix}"
 
     def make_agent(self, env_fn, **kw):
-        import gymnasium as gym
+        wrap = self.wrap_env
+        agent = self.inner.make_agent((lambda: wrap(env_fn())) if wrap else env_fn, **kw)
+        if self.patch_agent:
+            self.patch_agent(agent)
+        return agent
 
-        return self.inner.make_agent(
-            lambda: gym.wrappers.TransformReward(env_fn(), lambda r: 0.1 * r), **kw)
+
+def _scaled_rewards(inner):
+    """Trained on rewards scaled by 0.1 (a reward-normalizing wrapper)."""
+    import gymnasium as gym
+
+    return _Variant(inner, "scaled",
+                    wrap_env=lambda env: gym.wrappers.TransformReward(env, lambda r: 0.1 * r))
+
+
+def _tanh_critic(inner):
+    """A linear policy whose critic is read through a tanh (not a quadratic of the state)."""
+
+    def patch(agent):
+        value = agent.value
+        agent.value = lambda obs: torch.tanh(value(obs) + obs.sum(-1))
+
+    return _Variant(inner, "tanh-critic", patch_agent=patch)
 
 
 def test_critic_row_is_inconclusive_on_rescaled_rewards():
     # the critic regresses on another problem's returns: not comparable, not a defect
-    tg = _ScaledRewards(target("trpo", hidden_sizes=()))
+    tg = _scaled_rewards(target("trpo", hidden_sizes=()))
     r = _rows(tg)["update_level.critic@lqr"]
     assert r.verdict == "inconclusive" and "not comparable" in r.explanation, r
 
@@ -249,20 +269,6 @@ def test_critic_row_not_applicable_to_mlps():
     assert r.verdict == "skip" and "not affine" in r.explanation, r
     tg = target("ppo", hidden_sizes=())
     r = suite._continuous_critic_run(
-        _MLPCritic(tg), CFG, tg.hyperparameters, lqr_model())
+        _tanh_critic(tg), CFG, tg.hyperparameters, lqr_model())
     assert r.verdict == "skip" and "not a quadratic polynomial" in r.explanation, r
 
-
-class _MLPCritic:
-    """A linear policy whose critic is read through a tanh (not a quadratic of the state)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.algorithm, self.hyperparameters = inner.algorithm, inner.hyperparameters
-        self.name = f"{inner.name}-tanh-critic"
-
-    def make_agent(self, env_fn, **kw):
-        agent = self.inner.make_agent(env_fn, **kw)
-        value = agent.value
-        agent.value = lambda obs: torch.tanh(value(obs) + obs.sum(-1))
-        return agent
