@@ -7,7 +7,8 @@ seed, runs what the suite runs for ``update_level.kl@lqr`` (5 recorded iteration
 run) and ``update_level.critic@lqr`` (a 9,600-step run with the policy held at the Riccati
 gain), and counts the verdicts.
 Usage: ``python tools/lqr_update_false_alarms.py [--seeds N] [--first-seed S]
-[--targets ppo,trpo,...] [--jsonl FILE] [--train-steps N]``;
+[--targets ppo,trpo,...] [--jsonl FILE] [--train-steps N]`` or ``[--campaign
+sb3-ppo,ppo,...] [--seeds N] [--first-seed S]``;
 prints one line per target and exits 1 when any correct target got a FAIL.
 """
 
@@ -51,7 +52,15 @@ def main(argv=None) -> int:
     p.add_argument("--jsonl", default="", help="append one verdict line per run to this file")
     p.add_argument("--train-steps", type=int, default=suite.SuiteConfig().train_steps,
                    help="env steps of the training runs (default: the audit's)")
+    p.add_argument("--campaign", default="", metavar="FAMILIES",
+                   help="instead of --targets: the random correct configurations of these "
+                        "lab/campaign.py families (comma-separated), configuration i at seed i "
+                        "for i in --first-seed .. (+ --seeds - 1), run as the audit runs the "
+                        "rows (pgtheory.oracles.suite.continuous_update_checks); the MLP "
+                        "configurations skip")
     a = p.parse_args(argv)
+    if a.campaign:
+        return _campaign(a)
     names = a.targets.split(",")
     unknown = [n for n in names if n not in TARGETS]
     if unknown or a.seeds < 1 or a.train_steps < 1:
@@ -85,6 +94,37 @@ def main(argv=None) -> int:
         print(f"{name}: {a.seeds} seeds, " + ", ".join(
             f"{row}@lqr {dict(counts[row])}" for row in ROWS)
             + f" ({time.time() - t0:.0f} s)", flush=True)
+    return 1 if any_fail else 0
+
+
+def _campaign(a) -> int:
+    from pgtheory.lab.campaign import FAMILIES, resolve_target
+    from pgtheory.oracles import suite
+    from pgtheory.oracles.audit import audit_config
+
+    families = a.campaign.split(",")
+    if any(f not in FAMILIES for f in families) or a.seeds < 1:
+        print(f"lqr_update_false_alarms: expected --campaign among {sorted(FAMILIES)} and "
+              f"--seeds >= 1, received {a.campaign!r}, {a.seeds}", file=sys.stderr)
+        return 2
+    any_fail = False
+    for fam in families:
+        counts = {row: collections.Counter() for row in ROWS}
+        for i in range(max(a.first_seed, 1), max(a.first_seed, 1) + a.seeds):
+            spec = f"campaign:{fam}:{i}"
+            out = suite.continuous_update_checks(resolve_target(spec), audit_config(i))
+            results = {row: out[f"update_level.{row}@lqr"] for row in ROWS}
+            for row, r in results.items():
+                counts[row][r.verdict] += 1
+                if r.verdict == "fail":
+                    any_fail = True
+                    print(f"  {spec}: {r}")
+            if a.jsonl:
+                with open(a.jsonl, "a") as fh:
+                    fh.write(json.dumps({"target": spec, "seed": i, **{
+                        row: r.verdict for row, r in results.items()}}) + "\n")
+        print(f"campaign {fam}: {a.seeds} configurations, " + ", ".join(
+            f"{row}@lqr {dict(counts[row])}" for row in ROWS), flush=True)
     return 1 if any_fail else 0
 
 
