@@ -82,15 +82,21 @@ def check_critic(model: lqr.LQRModel, lam: float, window: list[CriticRecord],
     root-mean-square over the window's states, ``gap = rms(V_fit - V_ref)``, within ``rtol *
     rms(V_ref)``: **pass**. The root-mean-square under the state law, not the maximum, because
     expected TD(lambda) with linear features is a contraction in that norm (Tsitsiklis & Van
-    Roy 1997, Lemma 4), so a correct critic's gap shrinks in it.
+    Roy 1997, Lemma 4), so a correct critic's gap shrinks in it (for the on-policy stationary
+    law; the suite's buffers bootstrap at truncations, where that guarantee does not hold).
 
-    Otherwise the tabular settledness rule decides, with both windows measured against the
-    final averaged reference: ``gap_e - gap_f`` above the noise ``settle_z * delta *
-    sqrt(updates_between)`` (``delta`` the mean root-mean-square move of the critic per update
-    within the windows): still approaching, **inconclusive**; ``gap_f - gap_e`` above it:
-    moving away, **fail**; otherwise settled off its target, **fail**, unless fewer than
-    ``min_updates_between`` updates separate the windows or no window holds two consecutive
-    updates (**inconclusive**). The suite runs this check on a critic-evaluation run whose
+    Otherwise the verdict is **inconclusive**, with the tabular settledness rule's reading in
+    the explanation (both windows measured against the final averaged reference: ``gap_e -
+    gap_f`` above the noise ``settle_z * delta * sqrt(updates_between)``, ``delta`` the mean
+    root-mean-square move per update: still approaching; ``gap_f - gap_e`` above it: moving
+    away; otherwise settled off its target). The reading is not a failure, because it raised
+    false alarms on random correct configurations: measured 2026-12-01 (``python
+    tools/lqr_update_false_alarms.py --campaign sb3-a2c --seeds 20 --first-seed 1``), two of
+    the five linear Stable-Baselines3 A2C draws read "moving away" (configuration 3: gap
+    0.750 -> 0.768 against a noise level of 0.002) and "settled" (configuration 19: a critic
+    moving 0.0007 per update under heavy gradient noise, its drift hidden in the noise), so a
+    slow, noisy critic cannot be told from a wrong target by this rule. The only **fail** is a
+    critic returning non-finite values. The suite runs this check on a critic-evaluation run whose
     policy is held at the Riccati gain (see :func:`pgtheory.oracles.suite.run_suite`), so that
     the reference does not move with the policy.
 
@@ -186,5 +192,7 @@ def check_critic(model: lqr.LQRModel, lam: float, window: list[CriticRecord],
     if rms(fit(X)) < 0.2 * scale:
         why = ("; V_phi is near zero where V_ref is not, as when the critic regresses on the "
                "advantage or on normalized targets")
-    return verdict("fail", f"the fitted critic is off its exact target: {text}; the critic "
-                           f"{state} ({moved}){why}")
+    return verdict("inconclusive",
+                   f"the fitted critic is off its exact target: {text}; the critic {state} "
+                   f"({moved}){why}; not judged a defect: a slow critic under heavy gradient "
+                   f"noise reads the same on correct code (check_critic)")

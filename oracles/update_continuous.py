@@ -499,20 +499,22 @@ def check_improvement(model: lqr.LQRModel, policies: list[AffinePolicy], *, time
     gamma. Rule (as the tabular :func:`pgtheory.oracles.update.check_improvement`):
 
     * **pass**: ``J_end > J_start + margin``;
-    * **fail**: ``J_end < J_start - tol`` with ``tol = rtol * max(|J*|, J* - J_start)``,
-      ``J*`` the optimal finite-horizon return (:func:`optimal_finite_horizon_return`), and no
-      recorded policy ever beat ``J_start + tol``: the return fell by more than ``rtol`` of its
-      scale and never rose on the way. A run that first rose and then fell is
-      **inconclusive**. Both departures from the tabular rule come from the critic class: the
-      improvement guarantee (Kakade & Langford 2002) needs unbiased advantages, and the critics
-      of these targets are affine in the state while the exact value is quadratic, so once the
-      critic has learned its (biased) fit a correct implementation's steps are biased and
-      ``J_T`` wanders. Measured 2026-11-30 (``python tools/lqr_update_false_alarms.py --seeds
-      10`` and ``--seeds 20 --first-seed 10``, 150 correct runs): our TRPO at seed 13 rose
-      from -17.9 to -14.7 and ended at -19.98, a fall of 18% of the scale; seeds 3 and 7 rose
-      and ended 3% and 0.7% below the start. The seeded sign-flipped updates of
+    * **inconclusive**, not fail: ``J_end < J_start - tol`` with ``tol = rtol * max(|J*|,
+      J* - J_start)``, ``J*`` the optimal finite-horizon return
+      (:func:`optimal_finite_horizon_return`), whether or not the return rose on the way. A
+      sign error does this, but so does correct code: measured 2026-12-01 on a random correct
+      configuration (``python tools/lqr_update_false_alarms.py --campaign trpo --seeds 1
+      --first-seed 16``: our TRPO, linear, gamma 0.83, lambda 1, delta 0.0099), ``J_T`` fell
+      from -10.4 to -16.7 from the first records on, the infinite-horizon return with it, and
+      the log-std rose from 0.18 to 0.46: the critic is bootstrapped at every truncation, and
+      an affine critic overrates states far out in one direction (the exact value is
+      quadratic), which biases every step towards them. Until a rule separates the two, a
+      fall is reported, not failed. The same bias makes a run
+      that rose fall again (measured 2026-11-30, ``python tools/lqr_update_false_alarms.py
+      --seeds 10`` and ``--seeds 20 --first-seed 10``: our TRPO at seed 13 rose from -17.9 to
+      -14.7 and ended at -19.98); the seeded sign-flipped updates of
       ``tests/test_update_continuous.py`` fall from the first record on, by 25% (PPO) and
-      150% (TRPO). ``rtol`` is 15% (the tabular check's is 5%);
+      150% (TRPO), and are reported the same way. ``rtol`` is 15% (the tabular check's 5%);
     * **fail**: every recorded policy equals the first while ``ent_coef == 0``: with
       ``sigma > 0`` the exact return strictly increases as ``sigma`` shrinks (the noise costs
       ``tr(R D)`` per step plus its propagated state cost, :func:`pgtheory.lqr.policy_gradient`:
@@ -569,12 +571,14 @@ def check_improvement(model: lqr.LQRModel, policies: list[AffinePolicy], *, time
                            f"value the later steps are biased, so this is not evidence of a "
                            f"defect by itself", tolerance=drop_tol)
     if J[-1] < J[0] - drop_tol:
-        return CheckResult(name, LAYER, "fail", f"J_end >= J_start - {drop_tol:.3g}",
+        return CheckResult(name, LAYER, "inconclusive", f"J_end >= J_start - {drop_tol:.3g}",
                            f"{J[-1]:.4g}",
                            f"the exact return did not improve over training, it fell by "
                            f"{J[0] - J[-1]:.3g} (more than {drop_tol:.3g}, {rtol:g} of its "
-                           f"scale): {text}; a sign or weighting error in the update",
-                           tolerance=drop_tol)
+                           f"scale): {text}; a sign or weighting error in the update does "
+                           f"this, but so can correct updates whose advantages bootstrap an "
+                           f"affine critic at every truncation (check_improvement), so it is "
+                           f"not judged a defect", tolerance=drop_tol)
     frozen = all(p.same_as(policies[0]) for p in policies[1:])
     if frozen and not ent_coef:
         return CheckResult(name, LAYER, "fail", "the policy moves (sigma > 0 can shrink)",

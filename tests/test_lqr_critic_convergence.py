@@ -134,7 +134,7 @@ def test_critic_at_its_fixed_point_passes(setting):
     assert r.verdict == "pass", r
 
 
-def test_critic_settled_at_zero_fails(setting):
+def test_critic_settled_at_zero_is_reported_not_failed(setting):
     # a critic regressing on the advantage settles near zero (the seeded defect's signature)
     model, policy, _ref = setting
     rng = np.random.default_rng(7)
@@ -142,10 +142,21 @@ def test_critic_settled_at_zero_fails(setting):
     wobble = [_shifted(zero, e) for e in rng.normal(scale=0.05, size=20)]
     r = cc.check_critic(model, 0.9, _records(model, wobble, policy, rng),
                         _records(model, wobble[::-1], policy, rng), updates_between=30)
-    assert r.verdict == "fail" and "settled" in r.explanation and "near zero" in r.explanation
+    # reported, not failed: a slow critic under heavy noise reads the same on correct code
+    assert r.verdict == "inconclusive" and "settled" in r.explanation
+    assert "near zero" in r.explanation and "not judged a defect" in r.explanation
 
 
-def test_critic_still_approaching_is_inconclusive_and_moving_away_fails(setting):
+def test_critic_with_non_finite_values_fails(setting):
+    model, policy, ref = setting
+    rng = np.random.default_rng(9)
+    nan = ec.QuadraticCritic(np.zeros((2, 2)), np.zeros(2), float("nan"))
+    r = cc.check_critic(model, 0.9, _records(model, [ref, nan], policy, rng),
+                        _records(model, [ref, ref], policy, rng), updates_between=30)
+    assert r.verdict == "fail" and r.observed == "NaN/inf", r
+
+
+def test_critic_still_approaching_and_moving_away_are_read_apart(setting):
     model, policy, ref = setting
     rng = np.random.default_rng(8)
     # a slow correct critic: 0.2% of the scale per update toward the fixed point, from 50% away
@@ -157,7 +168,7 @@ def test_critic_still_approaching_is_inconclusive_and_moving_away_fails(setting)
     away = [_shifted(ref, s * (0.5 + 0.002 * k)) for k in range(50)]
     r = cc.check_critic(model, 0.9, _records(model, away[30:], policy, rng),
                         _records(model, away[:20], policy, rng), updates_between=30)
-    assert r.verdict == "fail" and "moving away" in r.explanation, r
+    assert r.verdict == "inconclusive" and "moving away" in r.explanation, r
     # too few updates between the windows to tell
     r = cc.check_critic(model, 0.9, _records(model, away[30:], policy, rng),
                         _records(model, away[:20], policy, rng), updates_between=2)
@@ -176,16 +187,20 @@ def _rows(tg, cfg=CFG):
 
 
 @pytest.mark.parametrize("mutant", ["value_loss_sign", "value_targets_normalized"])
-def test_critic_row_fails_on_seeded_critic_defects(mutant):
+def test_critic_row_reads_seeded_critic_defects_apart_from_correct_code(mutant):
     # the continuous-only linear variants of lab/mutants.py: a flipped value loss moves the
-    # critic away from its fixed point, normalized targets settle it near zero
+    # critic away from its fixed point, normalized targets settle it near zero, where correct
+    # critics are still approaching (test_new_rows_do_not_fail_correct_implementations); the
+    # row reports the reading without failing (check_critic: random correct configurations
+    # read the same)
     from pgtheory.lab import mutants as mu
 
     m = mu.MUTANTS[mutant]
     tg = mu.make_target(m, continuous=True)
     with mu.applied(m):
         r = _rows(tg)["update_level.critic@lqr"]
-    assert r.verdict == "fail", r
+    assert r.verdict == "inconclusive" and "still moving" not in r.explanation, r
+    assert "moving away" in r.explanation or "settled there" in r.explanation, r
 
 
 def _sb3_ppo():

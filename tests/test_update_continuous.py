@@ -339,11 +339,13 @@ CFG = suite.SuiteConfig()
 
 
 @pytest.mark.parametrize("algo", ["ppo", "trpo"])
-def test_improvement_fails_on_sign_flipped_updates(algo):
+def test_improvement_reports_sign_flipped_updates(algo):
+    # reported, not failed: correct updates with an affine critic bootstrapped at truncations
+    # can fall the same way (check_improvement)
     tg = _Wrapped(target(algo, hidden_sizes=()), "sign_flipped")
     r = suite.continuous_training_checks(tg, CFG, tg.hyperparameters)[
         "update_level.improvement@lqr"]
-    assert r.verdict == "fail", r
+    assert r.verdict == "inconclusive" and "fell by" in r.explanation, r
 
 
 def test_improvement_fails_when_updates_have_no_effect():
@@ -378,8 +380,9 @@ def test_improvement_rule_on_given_policies():
         return uc.check_improvement(model, list(pols), time_limit=T, **kw).verdict
 
     assert verdict(z, b) == "pass"
-    assert verdict(b, worse) == "fail"
-    assert verdict(z, z, worse) == "fail"
+    # a fall is reported, not failed (check_improvement: correct code with a biased critic)
+    assert verdict(b, worse) == "inconclusive"
+    assert verdict(z, z, worse) == "inconclusive"
     # rose first, then fell: inconclusive (biased steps of a misspecified critic)
     assert verdict(z, b, worse) == "inconclusive"
     # frozen: fails without an entropy bonus, inconclusive with one
