@@ -405,7 +405,7 @@ _LIST = [
     Mutant("gaussian_entropy_not_summed", "ppo", "gaussian_entropy_not_summed",
            ((_CORE + ".gaussian_entropy",
                              lambda orig: _entropy_mean_dims),),
-           expected=("components.gaussian_entropy",)),
+           expected=("components.gaussian_entropy", "given_the_batch.gaussian_density@lqr")),
     # --- KL ------------------------------------------------------------------------
     Mutant("k1_for_early_stopping", "ppo", "kl_k1_for_k3", ((_CORE + ".kl_k3", _k1_instead_of_k3),),
            overrides={"target_kl": 0.01}, expected=("components.kl_k3",)),
@@ -442,7 +442,7 @@ _LIST = [
     # --- continuous actions -------------------------------------------------------------
     Mutant("log_prob_averaged_over_dims", "ppo", "gaussian_log_prob_averaged",
            ((_CORE + ".gaussian_log_prob", _log_prob_mean_dims),),
-           expected=("components.gaussian_log_prob",)),
+           expected=("components.gaussian_log_prob", "given_the_batch.gaussian_density@lqr")),
     Mutant("log_std_detached", "ppo", "log_std_detached",
            (("pgtheory.implementations.common.Actor.forward", _detached_log_std),),
            expected=("given_the_batch.log_prob_gradient@lqr",)),

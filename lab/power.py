@@ -41,8 +41,9 @@ A record's ``scope`` says which checks ran: ``"audit"`` (the full audit),
 before those checks existed; the other checks' results do not depend on them, see
 :func:`pgtheory.oracles.suite.run_suite`), ``"lqr_update"`` (only the four continuous update-level
 rows ``update_level.{kl,improvement,convergence,critic}@lqr``, likewise: each runs on its
-own agents seeded by the audit's seed, as in the full audit) or ``"lqr_expectation"`` (only
-the three ``in_expectation.*@lqr`` rows, likewise). A seed counts towards the false-alarm rate
+own agents seeded by the audit's seed, as in the full audit), ``"lqr_expectation"`` (only
+the three ``in_expectation.*@lqr`` rows, likewise) or ``"gaussian_density"`` (only
+``given_the_batch.gaussian_density@lqr``, on its own two-action agent, likewise). A seed counts towards the false-alarm rate
 when its records together cover every check the current audit plans; the seed fails when any
 of them failed.
 """
@@ -357,9 +358,17 @@ def _lqr_expectation_report(target: str, seed: int) -> dict:
     return _scoped_report(target, seed, continuous_expectation_checks)
 
 
+def _gaussian_density_report(target: str, seed: int) -> dict:
+    """Only ``given_the_batch.gaussian_density@lqr`` (``--scope gaussian_density``)."""
+    from pgtheory.oracles.suite import gaussian_density_checks
+
+    return _scoped_report(target, seed, gaussian_density_checks)
+
+
 #: The scopes that run part of an audit in the worker process (see the module docstring).
 SCOPED_REPORTS = {"policy_head": _policy_head_report, "lqr_update": _lqr_update_report,
-                  "lqr_expectation": _lqr_expectation_report}
+                  "lqr_expectation": _lqr_expectation_report,
+                  "gaussian_density": _gaussian_density_report}
 
 
 def campaign_jobs(n: int, families: list[str] | None = None) -> list[tuple[str, int]]:
@@ -926,7 +935,7 @@ def run(*, targets: Sequence[str] = OURS + CONTROLS, seeds: int = 100, jobs: int
         False: only regenerate the scorecard from the records (``--no-run``).
     mutants : bool
         False: no kill-matrix audits (``--skip-mutants``).
-    scope : {"audit", "policy_head", "lqr_update", "lqr_expectation"}
+    scope : {"audit", "policy_head", "lqr_update", "lqr_expectation", "gaussian_density"}
         Which checks the false-alarm audits run.
     timing : int
         Audits per target timed one at a time, last (full scope only).

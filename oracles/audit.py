@@ -67,6 +67,10 @@ WHERE_TO_LOOK = {
     "given_the_batch.action_sampling": "how actions are sampled and stored: the stored action "
                                        "must be the sampled one (clip only what the env "
                                        "sees), drawn with the distribution's own std",
+    "given_the_batch.gaussian_density": "the policy head's log_prob and entropy: both must "
+                                        "sum over the action dimensions (a per-dimension "
+                                        "mean rescales ratios, KL estimates and the entropy "
+                                        "bonus)",
     "update_level.kl": "the trust-region or early-stopping logic",
     "update_level.improvement": "the sign and scale of the update",
     "update_level.convergence": "the learning loop as a whole (or a budget too small for "

@@ -29,7 +29,7 @@ import pgtheory as pg
 from pgtheory._validation import as_float_array
 from pgtheory.errors import InvalidArgumentError
 from pgtheory.extras import require
-from pgtheory.lqr import LQRModel, double_integrator
+from pgtheory.lqr import LQRModel, double_integrator, two_actuator_double_integrator
 
 require("oracles")  # before the optional imports: a missing extra is one line naming it
 
@@ -336,3 +336,14 @@ def lqr_env_fn(bound: float = LQR_ACTION_BOUND, time_limit: int = LQR_TIME_LIMIT
     """
     return lambda: gym.wrappers.TimeLimit(
         _BoundedActions(LinearQuadraticEnv(double_integrator()), bound), time_limit)
+
+
+def lqr_two_action_env_fn(bound: float = LQR_ACTION_BOUND, time_limit: int = LQR_TIME_LIMIT):
+    """As :func:`lqr_env_fn`, on :func:`pgtheory.lqr.two_actuator_double_integrator` (two action
+    dimensions), for the checks that need more than one (the joint Gaussian density).
+
+    Returns:
+        A zero-argument callable returning a new ``gymnasium.Env``.
+    """
+    return lambda: gym.wrappers.TimeLimit(
+        _BoundedActions(LinearQuadraticEnv(two_actuator_double_integrator()), bound), time_limit)

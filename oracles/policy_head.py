@@ -40,7 +40,8 @@ import numpy as np
 from pgtheory.oracles.protocol import Rollout, parameters_set, snapshot
 from pgtheory.oracles.results import CheckResult
 
-__all__ = ["SAMPLING_BOUND", "check_action_sampling", "check_log_prob_gradient",
+__all__ = ["GAUSSIAN_NAMES", "SAMPLING_BOUND", "check_action_sampling", "check_gaussian_density",
+           "check_log_prob_gradient",
            "perturbed_parameters"]
 
 LAYER = "given_the_batch"
@@ -311,3 +312,174 @@ def check_log_prob_gradient(agent, rollouts: list[Rollout], parameters: dict, *,
                        f"autograd derivatives of the log-density match central finite "
                        f"differences for {len(verified)} of the {dependent} parameter tensors "
                        f"it depends on ({obs.shape[0]} samples){skipped}", tolerance=rtol)
+
+
+#: Names a distribution class may carry for the closed-form density check to apply (torch's
+#: ``Normal``, ``Independent(Normal)``, ``MultivariateNormal`` and custom diagonal-Gaussian heads
+#: such as ``DiagGaussian``); other laws with a ``mean`` and ``stddev`` (Beta, squashed
+#: Gaussians) are not diagonal Gaussians and are skipped.
+GAUSSIAN_NAMES = ("Normal", "Gaussian")
+
+
+def _is_gaussian(dist) -> bool:
+    import torch
+
+    base = dist.base_dist if isinstance(dist, torch.distributions.Independent) else dist
+    return any(k in type(base).__name__ for k in GAUSSIAN_NAMES) and not any(
+        k in type(base).__name__ for k in ("Squashed", "Tanh", "LogNormal", "HalfNormal"))
+
+
+def check_gaussian_density(agent, rollouts: list[Rollout], parameters: dict, *,
+                           rtol: float = 1e-4, atol: float = 1e-3) -> CheckResult:
+    """The head's joint log-density, and its entropy's gradient, against the diagonal Gaussian.
+
+    On stored samples ``(s_i, a_i)`` with ``m >= 2`` action dimensions (the two-actuator
+    double integrator), from the head's own ``mean`` and ``stddev`` at ``s_i``:
+
+    * **log-density**: ``log pi(a | s) = sum_j [-(a_j - mu_j)^2 / (2 sigma_j^2) - log sigma_j]
+      + c``, which the protocol's ``log_prob`` (shape (B,)) must return, up to one constant
+      ``c`` for all samples (the normalizer ``-m log(2 pi) / 2``; omitting it changes no ratio
+      and no gradient, so it is reported, not failed). A per-dimension mean of it
+      (``log_prob / m``) is the density of no policy: PPO's ratio becomes the geometric mean of
+      the per-dimension ratios (clipping then acts on the wrong quantity), KL estimates shrink
+      by ``m``, and every policy-gradient estimate is scaled by ``1/m``.
+    * **entropy gradient**, when the head exposes ``entropy()`` of shape (B,) (a joint
+      entropy; per-dimension entropies of shape (B, m), as torch's ``Normal`` gives, are not
+      compared): ``grad_theta sum_i H_i`` against ``grad_theta sum_i sum_j log sigma_j(s_i)``,
+      both by autograd through the head, since ``H = sum_j log sigma_j + m (1 + log 2 pi)/2``.
+      Comparing gradients rather than values ignores the additive constant (harmless) and sees
+      a mean over dimensions, which divides the entropy bonus by ``m``.
+
+    With one action dimension sum and mean coincide, so these defects need ``m >= 2``.
+    Deterministic: float32 heads agree with the float64 closed forms within
+    ``rtol * |ref| + atol`` (defaults 1e-4 and 1e-3, per sample for the log-density, on the
+    gradient's norm for the entropy; a per-dimension mean misses by ``(1 - 1/m) |ref|``).
+
+    Parameters
+    ----------
+    agent
+        A protocol agent whose ``distribution(obs)`` is a diagonal Gaussian exposing ``mean``
+        and ``stddev`` (shapes (B, m)).
+    rollouts : list of Rollout
+        Stored observations and actions (T, N, m).
+    parameters : dict
+        The parameters to evaluate the head at (name -> tensor).
+    rtol, atol : float
+        Tolerances (see above).
+
+    Returns
+    -------
+    CheckResult
+        ``fail`` naming the quantity, the ratio of the head's value to the closed form and the
+        diagnosis; ``skip`` for a head that exposes no mean/stddev or is not a diagonal
+        Gaussian; ``error`` when ``log_prob`` does not have the protocol's shape (B,) (a
+        protocol violation, not a defect verdict).
+
+    References
+    ----------
+    Diagonal-Gaussian density and differential entropy: Cover & Thomas (2006), *Elements of
+    Information Theory*, 2nd ed., Theorem 8.4.1 (``h = 1/2 log((2 pi e)^m det Sigma)``). The
+    per-dimension mean as a recorded defect: Stable-Baselines3 changelog 0.3.0 (entropy);
+    ``docs/bugs.md`` (catalogue entries ``gaussian_log_prob_averaged``,
+    ``gaussian_entropy_not_summed``).
+    """
+    import torch
+
+    name = "given_the_batch.gaussian_density"
+    obs, act = _flat_samples(rollouts)
+    obs_t = torch.as_tensor(obs, dtype=torch.float32)
+    with parameters_set(agent, parameters) as live:
+        with torch.no_grad():
+            dist = agent.distribution(obs_t)
+        if not _is_gaussian(dist):
+            return CheckResult(name, LAYER, "skip", "a diagonal-Gaussian head",
+                               type(dist).__name__,
+                               f"the policy distribution is a {type(dist).__name__}, not a "
+                               f"diagonal Gaussian: the closed forms do not apply")
+        ms = _gaussian(agent, obs)
+        if ms is None:
+            return CheckResult(name, LAYER, "skip", "a Gaussian head", "no mean/stddev",
+                               "the policy distribution exposes no mean and stddev")
+        mean, std = ms
+        B, m = mean.shape
+        a = act.astype(np.float64).reshape(B, m)
+        with torch.no_grad():
+            lp = dist.log_prob(torch.as_tensor(a, dtype=torch.float32))
+        lp = lp.detach().cpu().double().numpy()
+        if lp.shape != (B,):
+            return CheckResult(name, LAYER, "error", f"log_prob shape ({B},)", str(lp.shape),
+                               f"distribution(obs).log_prob(actions) has shape {lp.shape}; "
+                               f"the protocol expects the joint log-density, shape ({B},) "
+                               f"(the sum over the {m} action dimensions)")
+        # entropy gradient against the gradient of sum log sigma, both through the head
+        ent_note = "entropy not exposed"
+        g_ent = g_ref = None
+        params = list(live.values())
+        d = agent.distribution(obs_t)
+        try:
+            ent = d.entropy()
+        except (NotImplementedError, AttributeError):
+            ent = None
+        if ent is not None and tuple(ent.shape) != (B,):
+            ent_note = f"entropy of shape {tuple(ent.shape)} (per dimension) not compared"
+        elif ent is not None:
+            log_sigma = torch.log(d.stddev).reshape(B, -1).sum()
+            if not (ent.requires_grad and log_sigma.requires_grad):
+                ent_note = "entropy does not depend on the parameters"
+            else:
+                g_ent = torch.autograd.grad(ent.sum(), params, allow_unused=True,
+                                            retain_graph=True)
+                g_ref = torch.autograd.grad(log_sigma, params, allow_unused=True)
+                ent_note = "entropy gradient compared"
+    z = (a - mean) / std
+    ref_lp = np.sum(-0.5 * z * z - np.log(std), axis=1)
+    if not np.all(np.isfinite(lp)):
+        return CheckResult(name, LAYER, "fail", "finite log-density", "non-finite",
+                           f"the head's log-density is NaN or infinite for "
+                           f"{int(np.sum(~np.isfinite(lp)))} of {B} samples")
+    offset = float(np.median(lp - ref_lp))
+    full = ref_lp - 0.5 * m * np.log(2 * np.pi)
+    err = np.abs(lp - ref_lp - offset)
+    allowed = rtol * np.abs(full) + atol
+    if np.any(err > allowed):
+        i = int(np.argmax(err / allowed))
+        ratio = float(np.sum(lp * full) / np.sum(full * full))
+        why = ""
+        if abs(ratio - 1.0 / m) < 0.02:
+            why = (f"; the head returns the per-dimension mean of the log-density (ratio "
+                   f"{ratio:.3f} = 1/{m}) instead of its sum over the {m} action dimensions "
+                   f"[catalogue: gaussian_log_prob_averaged]")
+        return CheckResult(name, LAYER, "fail", "log-density = diagonal-Gaussian closed form",
+                           f"ratio {ratio:.3f}",
+                           f"{int(np.sum(err > allowed))} of {B} samples differ beyond one "
+                           f"common constant; sample {i}: head {lp[i]:.5g}, closed form "
+                           f"{full[i]:.5g}, allowed {allowed[i]:.2g} (after the common "
+                           f"offset){why}")
+    if g_ent is not None:
+        def flat(grads) -> torch.Tensor:
+            return torch.cat([(g if g is not None else torch.zeros_like(p)).double().flatten()
+                              for g, p in zip(grads, params, strict=True)])
+
+        ge, gr = flat(g_ent), flat(g_ref)
+        gap = float((ge - gr).norm())
+        ref_norm = float(gr.norm())
+        if not np.isfinite(gap) or gap > rtol * ref_norm + atol * np.sqrt(B):
+            ratio = float(ge @ gr / (gr @ gr)) if ref_norm > 0 else float("nan")
+            why = ""
+            if abs(ratio - 1.0 / m) < 0.02:
+                why = (f"; the head's entropy is the per-dimension mean (ratio {ratio:.3f} = "
+                       f"1/{m}) instead of the sum over the {m} action dimensions: the "
+                       f"entropy bonus is divided by {m} [catalogue: gaussian_entropy_not_summed]")
+            return CheckResult(name, LAYER, "fail", "grad H = grad sum log sigma",
+                               f"ratio {ratio:.3f}",
+                               f"the gradient of the head's entropy over {B} samples differs "
+                               f"from that of sum_j log sigma_j by {gap:.3g} (norm "
+                               f"{ref_norm:.3g}){why}")
+    const = offset - (-0.5 * m * np.log(2 * np.pi))
+    note = (f"; log_prob differs from the normalized density by the constant {const:+.4g} "
+            f"for every sample (the normalizer omitted?), which changes no ratio or gradient"
+            if abs(const) > atol else "")
+    return CheckResult(name, LAYER, "pass", "closed forms", f"{m} action dims",
+                       f"log-density of {B} stored samples within {rtol:g} |ref| + {atol:g} of "
+                       f"the diagonal-Gaussian closed form over {m} action dimensions; "
+                       f"{ent_note}{note}")

@@ -37,6 +37,7 @@ from pgtheory.oracles.envs import (
     LQR_TIME_LIMIT,
     TabularEnv,
     lqr_env_fn,
+    lqr_two_action_env_fn,
     probe_mdp,
 )
 from pgtheory.oracles.protocol import (
@@ -54,7 +55,8 @@ import pgtheory as pg
 import pgtheory.lqr as pg_lqr
 
 __all__ = ["MAX_CHECKED_UPDATES", "SuiteConfig", "continuous_expectation_checks",
-           "continuous_update_checks", "lqr_env_fn", "oracle_mdp", "plan", "raised_where",
+           "continuous_update_checks", "gaussian_density_checks", "lqr_env_fn", "oracle_mdp",
+           "plan", "raised_where",
            "run_suite", "sample_updates", "stages"]
 
 #: update_level.critic averages the critic and its exact target over the last CRITIC_WINDOW
@@ -271,7 +273,8 @@ def _runs(planned: list[tuple[str, str | None]]) -> Callable[..., bool]:
 
 #: Checks of the continuous policy head (:mod:`pgtheory.oracles.policy_head`), run last on their own
 #: agent so that the other checks' results do not depend on them.
-POLICY_HEAD_CHECKS = ("given_the_batch.log_prob_gradient", "given_the_batch.action_sampling")
+POLICY_HEAD_CHECKS = ("given_the_batch.log_prob_gradient", "given_the_batch.action_sampling",
+                      "given_the_batch.gaussian_density")
 
 
 #: Suffix of the given-the-batch checks run on the LQR environment (continuous actions).
@@ -1024,7 +1027,7 @@ def policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
     it gathers fresh rollouts without updating, otherwise each ``iterate`` starts from the same
     perturbed parameters. The KS test runs at ``alpha / 3`` like each statistical check.
     """
-    names = [f"{n}{LQR_SUFFIX}" for n in POLICY_HEAD_CHECKS]
+    names = [f"{n}{LQR_SUFFIX}" for n in POLICY_HEAD_CHECKS[:2]]
     seed = cfg.seed + 7919
     rollouts = []
     agent = None
@@ -1053,10 +1056,48 @@ def policy_head_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
         out = _error_all(names, f"on the bounded LQR environment with perturbed parameters "
                                 f"the agent raised {exc!r} after {len(rollouts)} "
                                 f"collection(s)", exc, agent)
+        out = {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
+        return out | gaussian_density_checks(target, cfg)
+    out = {n: dataclasses.replace(r, name=n, explanation=f"LQR (Gaussian policy, perturbed "
+                                                         f"parameters): {r.explanation}")
+           for n, r in out.items()}
+    return out | gaussian_density_checks(target, cfg)
+
+
+def gaussian_density_checks(target, cfg: SuiteConfig) -> dict[str, CheckResult]:
+    """``given_the_batch.gaussian_density@lqr`` (:func:`policy_head.check_gaussian_density`) on a
+    fresh agent of the two-actuator double integrator (two action dimensions, bounds +-1), with
+    perturbed parameters and one collection of ``SAMPLING_ENVS x SAMPLING_STEPS`` samples.
+
+    The agent is seeded ``seed + 7919 * 2``; its parameters are restored afterwards. A target
+    that cannot be built or collect on two action dimensions gets ``error`` (not a defect
+    verdict), with what it raised.
+    """
+    name = f"{POLICY_HEAD_CHECKS[2]}{LQR_SUFFIX}"
+    seed = cfg.seed + 7919 * 2
+    agent = None
+    try:
+        agent = _validate_agent(target.make_agent(
+            lqr_two_action_env_fn(policy_head.SAMPLING_BOUND), seed=seed,
+            num_envs=SAMPLING_ENVS, num_steps=SAMPLING_STEPS))
+        live = agent.named_parameters()
+        moved = policy_head.perturbed_parameters(live, seed)
+        saved = snapshot(live)
+        try:
+            restore(live, moved)
+            rollout = agent.collect() if hasattr(agent, "collect") else agent.iterate().rollout
+        finally:
+            restore(live, saved)
+        r = policy_head.check_gaussian_density(agent, [rollout], moved)
+    except TargetProtocolError:
+        raise
+    except Exception as exc:
+        out = _error_all([name], f"on the two-action LQR environment with perturbed parameters "
+                                 f"the agent raised {exc!r}", exc, agent)
         return {n: dataclasses.replace(r, layer="given_the_batch") for n, r in out.items()}
-    return {n: dataclasses.replace(r, name=n, explanation=f"LQR (Gaussian policy, perturbed "
-                                                          f"parameters): {r.explanation}")
-            for n, r in out.items()}
+    return {name: dataclasses.replace(r, name=name, explanation=f"two-action LQR (Gaussian "
+                                                                f"policy, perturbed parameters): "
+                                                                f"{r.explanation}")}
 
 
 #: Optimizer steps per iteration checked by the given-the-batch gradient checks: beyond it a

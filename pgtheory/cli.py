@@ -251,7 +251,8 @@ _POWER_OPTIONS: dict[str, tuple[str, dict]] = {
                                 help="only regenerate the scorecard from the records")),
     "skip_mutants": ("--skip-mutants", dict(action="store_true", default=None,
                                             help="no kill-matrix audits")),
-    "scope": ("--scope", dict(choices=("audit", "policy_head", "lqr_update", "lqr_expectation"),
+    "scope": ("--scope", dict(choices=("audit", "policy_head", "lqr_update", "lqr_expectation",
+                                       "gaussian_density"),
                               help=argparse.SUPPRESS)),
     "timing": ("--timing", dict(type=_int_at_least(0), metavar="N",
                                 help="audits per target timed one at a time, last "

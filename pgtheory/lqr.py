@@ -114,6 +114,7 @@ __all__ = [
     "state_second_moment",
     "surrogate",
     "trpo_step",
+    "two_actuator_double_integrator",
     "value_function",
 ]
 
@@ -1071,3 +1072,27 @@ def double_integrator(*, gamma: float = 0.95, dt: float = 0.1) -> LQRModel:
     B = np.array([[0.5 * dt * dt], [dt]])
     return LQRModel(A=A, B=B, Q=np.eye(2), R=0.1 * np.eye(1), W=1e-4 * np.eye(2),
                     Sigma0=np.eye(2), gamma=gamma)
+
+
+def two_actuator_double_integrator(*, gamma: float = 0.95, dt: float = 0.1) -> LQRModel:
+    """The double integrator of :func:`double_integrator` with a second action: a velocity
+    impulse next to the force (``B = [[dt^2/2, 0], [dt, dt]]``, ``R = 0.1 I_2``).
+
+    Two action dimensions are what separate a joint Gaussian log-density or entropy (a sum over
+    dimensions) from a per-dimension mean of it; with one dimension the two coincide. Used by
+    the ``given_the_batch.gaussian_density@lqr`` check; controllable (``B`` has full rank).
+
+    Returns
+    -------
+    LQRModel
+        ``n_state = 2``, ``n_action = 2``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``gamma`` outside [0, 1).
+    """
+    base = double_integrator(gamma=gamma, dt=dt)
+    B = np.array([[0.5 * dt * dt, 0.0], [dt, dt]])
+    return LQRModel(A=base.A, B=B, Q=base.Q, R=0.1 * np.eye(2), W=base.W, Sigma0=base.Sigma0,
+                    gamma=gamma)
