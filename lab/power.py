@@ -43,9 +43,9 @@ before those checks existed; the other checks' results do not depend on them, se
 rows ``update_level.{kl,improvement,convergence,critic}@lqr``, likewise: each runs on its
 own agents seeded by the audit's seed, as in the full audit), ``"lqr_expectation"`` (only
 the three ``in_expectation.*@lqr`` rows, likewise) or ``"gaussian_density"`` (only
-``given_the_batch.gaussian_density@lqr``, on its own two-action agent, likewise). A seed counts towards the false-alarm rate
-when its records together cover every check the current audit plans; the seed fails when any
-of them failed.
+``given_the_batch.gaussian_density@lqr``, on its own two-action agent, likewise). A seed
+counts towards the false-alarm rate when its records together cover every check the current
+audit plans; the seed fails when any of them failed.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import types
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ class _Head:
         head = self
 
         class _Gauss(torch.distributions.Distribution):
-            arg_constraints: dict = {}
+            arg_constraints: ClassVar[dict] = {}
 
             def __init__(self):
                 super().__init__(mean.shape[:-1], mean.shape[-1:], validate_args=False)
