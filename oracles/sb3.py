@@ -343,22 +343,37 @@ class SB3Target:
                                       f"{type(factory).__name__}")
         self.factory, self.name = factory, name
         self.vectorized = _wants_venv(factory)
-        model = self._build(_probe_env, seed=0, num_envs=PROBE_ENVS)[0]
+        from pgtheory.oracles.envs import lqr_env_fn
+
+        try:
+            model = self._build(_probe_env, seed=0, num_envs=PROBE_ENVS)[0]
+            discrete_error = None
+        except TargetProtocolError as exc:
+            # a continuous-only configuration (gSDE, a Box-only policy): audit the LQR rows
+            try:
+                model = self._build(lqr_env_fn(), seed=0, num_envs=PROBE_ENVS)[0]
+            except TargetProtocolError:
+                raise exc from None
+            discrete_error = exc
         self.algorithm = _algorithm_of(model)
         self.hyperparameters = _hyperparameters(model, self.algorithm)
         self.notes = untested_notes(self.hyperparameters, self.algorithm)
         vn = _vec_normalize(model)
         self.action_kinds: tuple[str, ...] = ("discrete",)
-        try:  # the same factory on the LQR env exercises the diagonal-Gaussian path
-            from pgtheory.oracles.envs import lqr_env_fn
-
-            self._build(lqr_env_fn(), seed=0, num_envs=PROBE_ENVS)
-            self.action_kinds = ("discrete", "continuous")
-        except TargetProtocolError as exc:
-            if vn is not None:
-                raise
-            self.notes.append(f"continuous actions not audited: the factory did not build a "
-                              f"model on the LQR environment ({exc})")
+        if discrete_error is not None:
+            self.action_kinds = ("continuous",)
+            self.notes.append(f"discrete actions not audited (only the @lqr rows run): the "
+                              f"factory did not build a model on the tabular probe "
+                              f"environment ({discrete_error})")
+        else:
+            try:  # the same factory on the LQR env exercises the diagonal-Gaussian path
+                self._build(lqr_env_fn(), seed=0, num_envs=PROBE_ENVS)
+                self.action_kinds = ("discrete", "continuous")
+            except TargetProtocolError as exc:
+                if vn is not None:
+                    raise
+                self.notes.append(f"continuous actions not audited: the factory did not build "
+                                  f"a model on the LQR environment ({exc})")
         self.not_applicable: dict[str, str] = {}
         if vn is not None:
             why = (f"under VecNormalize (norm_obs={vn.norm_obs}, norm_reward={vn.norm_reward}) "
@@ -372,6 +387,18 @@ class SB3Target:
                 "normalized by an independent replay of VecNormalize from the ground truth); "
                 "the in-expectation and update-level checks are not applicable (the rows say "
                 "why)")
+        if getattr(model, "use_sde", False):
+            why = ("gSDE (use_sde=True): the exploration noise is a state-dependent linear map "
+                   "drawn once every sde_sample_freq steps, so the stored actions are not "
+                   "independent draws of distribution(obs), which this check assumes")
+            for key in ("given_the_batch.action_sampling@lqr", "in_expectation.",
+                        "update_level."):
+                self.not_applicable.setdefault(key, why)
+            if not getattr(model.policy.action_dist, "learn_features", False):
+                self.not_applicable["given_the_batch.log_prob_gradient@lqr"] = (
+                    "gSDE with learn_features=False: Stable-Baselines3 detaches, by design, "
+                    "the features that scale the exploration noise, so autograd does not see "
+                    "every parameter the density depends on")
         self.model_description = (f"{type(model).__module__}.{type(model).__name__}, "
                                   f"n_steps={model.n_steps}, n_envs={model.n_envs}"
                                   f"{' (one per audit env)' if self.vectorized else ''}, "

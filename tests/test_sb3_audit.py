@@ -197,6 +197,38 @@ def test_model_on_other_env_is_rejected() -> None:
         SB3Target(other_envs, name="other envs")
 
 
+def _gsde_ppo(env):
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", env, n_steps=64, batch_size=64, use_sde=True)
+
+
+def test_continuous_only_gsde_model_gets_the_lqr_rows_without_false_alarms() -> None:
+    """A factory that cannot build on the discrete probe (gSDE) is audited on its @lqr rows; the
+    rows whose premise gSDE breaks (independent action draws, a density autograd sees whole)
+    are declared not applicable rather than failed."""
+    from pgtheory.oracles.sb3 import SB3Target
+
+    target = SB3Target(_gsde_ppo, name="gsde ppo")
+    assert target.action_kinds == ("continuous",)
+    report = run_audit(target=target, seed=1)
+    verdicts = {r.name: r.verdict for r in report.results}
+    assert "fail" not in verdicts.values() and "error" not in verdicts.values(), verdicts
+    for name in ("given_the_batch.action_sampling@lqr", "given_the_batch.log_prob_gradient@lqr",
+                 "in_expectation.advantages@lqr", "update_level.kl@lqr"):
+        assert verdicts[name] == "skip", name
+    for name in ("given_the_batch.advantages@lqr", "given_the_batch.policy_gradient@lqr",
+                 "given_the_batch.gaussian_density@lqr"):
+        assert verdicts[name] == "pass", name
+    # the seeded defect still fails on the same configuration
+    from pgtheory.lab.sb3_bugs import _own_train
+
+    bad = SB3Target(_own_train("ratio_inverted", use_sde=True), name="gsde ratio inverted")
+    report = run_audit(target=bad, seed=1, quick=True)
+    assert "given_the_batch.policy_gradient@lqr" in [r.name for r in report.results
+                                                     if r.verdict == "fail"]
+
+
 # ------------------------------------------------------------------------ full catalogue
 @pytest.mark.catalogue
 @pytest.mark.filterwarnings(NAN_WARNING)
