@@ -572,9 +572,11 @@ def continuous_header(results: list[KillResult], *, quick: bool, seed: int) -> s
         "has only the `@lqr` rows, as a single-file PPO for MuJoCo would. The last column "
         "marks the mutants that only the in-expectation and update-level `@lqr` rows catch "
         f"({len(only)} here: {', '.join(f'`{n}`' for n in only) or 'none'}). Mutants of the "
-        "tabular path (a categorical entropy), of effects that one action dimension cannot "
-        "show (the double integrator has one), or that need clipping or training are expected "
-        "to survive this view; the full kill matrix is [kill_matrix.md](kill_matrix.md).\n\n")
+        "tabular path (a categorical entropy) or that need clipping or training are expected "
+        "to survive this view. The double integrator has one action dimension; a per-dimension "
+        "mean of the Gaussian log-density or entropy shows only on more, so the policy-head "
+        "row `gaussian_density@lqr` runs on a two-actuator variant. The full kill matrix is "
+        "[kill_matrix.md](kill_matrix.md).\n\n")
 
 
 def main(argv: list[str] | None = None) -> int:
