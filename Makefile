@@ -48,7 +48,7 @@ bench-throughput: $(STAMP)
 	$(PY) tests/benchmarks/ppo_throughput.py
 
 bench-returns: $(STAMP)
-	$(PY) tests/benchmarks/mujoco_returns.py --algos ppo,trpo --envs Hopper-v5 --seeds 0,1,2 --steps 1000000 --jobs 2 --out runs/mujoco
+	$(PY) tests/benchmarks/mujoco_returns.py --algos ppo,trpo,sb3-trpo --envs Hopper-v5 --seeds 0,1,2 --steps 1000000 --jobs 2 --out runs/mujoco
 
 power: $(STAMP)
 	$(VENV)/bin/pgtheory audit --power
