@@ -329,6 +329,16 @@ def _is_gaussian(dist) -> bool:
         k in type(base).__name__ for k in ("Squashed", "Tanh", "LogNormal", "HalfNormal"))
 
 
+def _mean_over_dims(what: str, ratio: float, m: int, catalogue: str,
+                    consequence: str = "") -> str:
+    """The diagnosis of a head's value that is ``1/m`` of the closed form, or ``""``."""
+    if not abs(ratio - 1.0 / m) < 0.02:
+        return ""
+    return (f"; the head returns the per-dimension mean of the {what} (ratio {ratio:.3f} = "
+            f"1/{m}) instead of its sum over the {m} action dimensions{consequence} "
+            f"[catalogue: {catalogue}]")
+
+
 def check_gaussian_density(agent, rollouts: list[Rollout], parameters: dict, *,
                            rtol: float = 1e-4, atol: float = 1e-3) -> CheckResult:
     """The head's joint log-density, and its entropy's gradient, against the diagonal Gaussian.
@@ -444,11 +454,7 @@ def check_gaussian_density(agent, rollouts: list[Rollout], parameters: dict, *,
     if np.any(err > allowed):
         i = int(np.argmax(err / allowed))
         ratio = float(np.sum(lp * full) / np.sum(full * full))
-        why = ""
-        if abs(ratio - 1.0 / m) < 0.02:
-            why = (f"; the head returns the per-dimension mean of the log-density (ratio "
-                   f"{ratio:.3f} = 1/{m}) instead of its sum over the {m} action dimensions "
-                   f"[catalogue: gaussian_log_prob_averaged]")
+        why = _mean_over_dims("log-density", ratio, m, "gaussian_log_prob_averaged")
         return CheckResult(name, LAYER, "fail", "log-density = diagonal-Gaussian closed form",
                            f"ratio {ratio:.3f}",
                            f"{int(np.sum(err > allowed))} of {B} samples differ beyond one "
@@ -465,11 +471,8 @@ def check_gaussian_density(agent, rollouts: list[Rollout], parameters: dict, *,
         ref_norm = float(gr.norm())
         if not np.isfinite(gap) or gap > rtol * ref_norm + atol * np.sqrt(B):
             ratio = float(ge @ gr / (gr @ gr)) if ref_norm > 0 else float("nan")
-            why = ""
-            if abs(ratio - 1.0 / m) < 0.02:
-                why = (f"; the head's entropy is the per-dimension mean (ratio {ratio:.3f} = "
-                       f"1/{m}) instead of the sum over the {m} action dimensions: the "
-                       f"entropy bonus is divided by {m} [catalogue: gaussian_entropy_not_summed]")
+            why = _mean_over_dims("entropy", ratio, m, "gaussian_entropy_not_summed",
+                                  f": the entropy bonus is divided by {m}")
             return CheckResult(name, LAYER, "fail", "grad H = grad sum log sigma",
                                f"ratio {ratio:.3f}",
                                f"the gradient of the head's entropy over {B} samples differs "

@@ -226,3 +226,39 @@ def test_the_lqr_expectation_scope_records_the_three_continuous_in_expectation_r
     assert verdicts == {"in_expectation.advantages@lqr": "pass",
                         "in_expectation.returns@lqr": "pass",
                         "in_expectation.policy_gradient@lqr": "skip"}
+
+
+def test_scorecard_counts_the_exact_lqr_runs_per_target(tmp_path) -> None:
+    """The affine-Gaussian @lqr records (docs/benchmarks/) get their own goal row and table;
+    a seed with any failed row is a false alarm; the random configurations are left out."""
+    root = tmp_path / "power"
+    root.mkdir()
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    rows = ("advantages", "returns", "policy_gradient")
+    with open(bench / "lqr_expectation_false_alarms.jsonl", "w") as fh:
+        for seed in range(100):
+            verdict = "fail" if seed == 7 else "pass"
+            fh.write(json.dumps({"target": "linear:ppo", "seed": seed, "results": {
+                f"in_expectation.{r}@lqr": {"verdict": verdict if r == "returns" else "pass"}
+                for r in rows}}) + "\n")
+        fh.write(json.dumps({"target": "campaign:ppo:1", "seed": 1, "results": {
+            "in_expectation.advantages@lqr": {"verdict": "fail"}}}) + "\n")
+    with open(bench / "lqr_update_false_alarms.jsonl", "w") as fh:
+        for seed in range(40):
+            fh.write(json.dumps({"target": "trpo", "seed": seed, "kl": "pass",
+                                 "improvement": "pass", "convergence": "inconclusive",
+                                 "critic": "inconclusive"}) + "\n")
+    text = power.scorecard(power.Records(root), targets=[])
+    assert "| in-expectation | `ppo` | 100 | 1 | [0.000, 0.054] | fail 1, pass 299 |" in text
+    assert "| update level | `trpo` | 40 | 0 | [0.000, 0.088] | inconclusive 80, pass 80 |" \
+        in text
+    assert "`campaign:" not in text.split("## Continuous oracles where they are exact")[1]
+    assert ("| zero false alarms over >= 100 seeds per affine-Gaussian target (exact `@lqr` "
+            "rows) | 1 seed(s) with a fail; fewest seeds 40 | no |") in text
+    assert "| kill rate >= 95% of non-equivalent mutants | no mutant runs recorded" in text
+
+
+def test_scorecard_without_lqr_records_has_no_lqr_section(tmp_path) -> None:
+    text = power.scorecard(power.Records(tmp_path), targets=[])
+    assert "affine-Gaussian" not in text

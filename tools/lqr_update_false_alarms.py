@@ -9,7 +9,8 @@ gain), and counts the verdicts.
 Usage: ``python tools/lqr_update_false_alarms.py [--seeds N] [--first-seed S]
 [--targets ppo,trpo,...] [--jsonl FILE] [--train-steps N]`` or ``[--campaign
 sb3-ppo,ppo,...] [--seeds N] [--first-seed S]``;
-prints one line per target and exits 1 when any correct target got a FAIL.
+prints one line per target and exits 1 when any correct target got a FAIL. With ``--jsonl``, a
+(target, seed) already in the file is counted from it, not rerun, so the script resumes.
 """
 
 from __future__ import annotations
@@ -68,12 +69,18 @@ def main(argv=None) -> int:
               f"--train-steps >= 1, received {a.targets!r}, {a.seeds}, {a.train_steps}",
               file=sys.stderr)
         return 2
+    done = _recorded(a.jsonl)
     any_fail = False
     for name in names:
         tg = make(name)
         counts = {row: collections.Counter() for row in ROWS}
         t0 = time.time()
         for seed in range(a.first_seed, a.first_seed + a.seeds):
+            if (name, seed) in done:
+                for row in ROWS:
+                    counts[row][done[name, seed][row]] += 1
+                continue
+            t1 = time.time()
             cfg = suite.SuiteConfig(seed=seed, train_steps=a.train_steps)
             agent = tg.make_agent(lqr_env_fn(), seed=seed, num_envs=cfg.num_envs,
                                   num_steps=cfg.num_steps)
@@ -90,11 +97,26 @@ def main(argv=None) -> int:
                 with open(a.jsonl, "a") as fh:
                     fh.write(json.dumps({"target": name, "seed": seed, **{
                         row: r.verdict for row, r in results.items()},
-                        "convergence_observed": results["convergence"].observed}) + "\n")
+                        "convergence_observed": results["convergence"].observed,
+                        "seconds": round(time.time() - t1, 1)}) + "\n")
         print(f"{name}: {a.seeds} seeds, " + ", ".join(
             f"{row}@lqr {dict(counts[row])}" for row in ROWS)
             + f" ({time.time() - t0:.0f} s)", flush=True)
     return 1 if any_fail else 0
+
+
+def _recorded(path: str) -> dict:
+    """The runs already in ``path`` (a missing file: none), keyed by (target, seed), so that
+    an interrupted run resumes where it stopped."""
+    import pathlib
+
+    done = {}
+    if path and pathlib.Path(path).exists():
+        for line in pathlib.Path(path).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[r["target"], r["seed"]] = r
+    return done
 
 
 def _campaign(a) -> int:
