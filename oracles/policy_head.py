@@ -94,7 +94,9 @@ def check_action_sampling(agent, rollouts: list[Rollout], parameters: dict, *, a
     ----------
     agent
         A protocol agent with a diagonal-Gaussian ``distribution`` exposing ``mean`` and
-        ``stddev`` (shapes (B, m)).
+        ``stddev`` (shapes (B, m)); a head known not to be Gaussian (a Beta, a squashed
+        Gaussian: see ``_known_non_gaussian``) is skipped, since standardizing its draws does
+        not give N(0, 1).
     rollouts : list of Rollout
         Collected under ``parameters``; ``actions`` (T, N, m) as stored.
     parameters : dict
@@ -114,12 +116,21 @@ def check_action_sampling(agent, rollouts: list[Rollout], parameters: dict, *, a
     ----------
     Massey (1951), "The Kolmogorov-Smirnov test for goodness of fit", JASA 46(253):68-78.
     """
+    import torch
     from scipy import stats
 
     name = "given_the_batch.action_sampling"
     obs, act = _flat_samples(rollouts)
     with parameters_set(agent, parameters):
-        ms = _gaussian(agent, obs)
+        with torch.no_grad():
+            law = _known_non_gaussian(agent.distribution(torch.as_tensor(obs,
+                                                                         dtype=torch.float32)))
+        ms = None if law else _gaussian(agent, obs)
+    if law:
+        return CheckResult(name, LAYER, "skip", "a Gaussian head", law,
+                           f"the policy distribution is a {law}, whose mean and stddev do not "
+                           f"make its draws N(0, 1) after standardizing: the test does not "
+                           f"apply")
     if ms is None:
         return CheckResult(name, LAYER, "skip", "a Gaussian head", "no mean/stddev",
                            "the policy distribution exposes no mean and stddev")
@@ -327,6 +338,28 @@ def _is_gaussian(dist) -> bool:
     base = dist.base_dist if isinstance(dist, torch.distributions.Independent) else dist
     return any(k in type(base).__name__ for k in GAUSSIAN_NAMES) and not any(
         k in type(base).__name__ for k in ("Squashed", "Tanh", "LogNormal", "HalfNormal"))
+
+
+def _known_non_gaussian(dist) -> str:
+    """The class name of a head known not to be Gaussian, or ``""``.
+
+    Known: a ``torch.distributions`` law (inside ``Independent`` too) other than ``Normal``
+    and the multivariate normals (``Beta``, ``Gamma``, ``TransformedDistribution`` for
+    squashed heads, ...), and any class whose name says squashed, tanh or Beta. A head of the
+    user's own class is taken at its word (its ``mean`` and ``stddev``), so that custom
+    Gaussian heads stay tested.
+    """
+    import torch
+
+    base = dist.base_dist if isinstance(dist, torch.distributions.Independent) else dist
+    cls = type(base)
+    gaussian = (torch.distributions.Normal, torch.distributions.MultivariateNormal,
+                torch.distributions.LowRankMultivariateNormal)
+    builtin = cls.__module__.startswith("torch.distributions")
+    if (builtin and not isinstance(base, gaussian)) or any(
+            k in cls.__name__ for k in ("Squashed", "Tanh", "Beta")):
+        return cls.__name__
+    return ""
 
 
 def _mean_over_dims(what: str, ratio: float, m: int, catalogue: str,

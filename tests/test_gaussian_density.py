@@ -137,3 +137,29 @@ def test_seeded_defects_fail(name) -> None:
         r = gaussian_density_checks(make_target(m), audit_config(0))[
             "given_the_batch.gaussian_density@lqr"]
     assert r.verdict == "fail", r
+
+
+def _sampling(head, spread: float = 1.0):
+    from pgtheory.oracles.policy_head import check_action_sampling
+
+    roll = _rollout(head)
+    if spread != 1.0:  # the stored actions drawn with `spread` times the head's stddev
+        with torch.no_grad():
+            d = head.distribution(torch.as_tensor(roll.observations.reshape(B, 3)))
+            z = (torch.as_tensor(roll.actions.reshape(B, M)) - d.mean) / d.stddev
+            roll.actions = (d.mean + spread * d.stddev * z).numpy().reshape(B, 1, M)
+    return check_action_sampling(head, [roll], head.named_parameters(), alpha=0.01)
+
+
+def test_action_sampling_skips_laws_known_not_to_be_gaussian(monkeypatch) -> None:
+    """A Beta head exposes `mean` and `stddev`, but its standardized draws are not N(0, 1):
+    correct Beta sampling must not fail the row (it did before the law was checked)."""
+    from pgtheory.oracles import policy_head
+
+    assert _sampling(_Head()).verdict == "pass"
+    assert _sampling(_Head(), spread=2.0).verdict == "fail"  # seeded: the wrong spread
+    r = _sampling(_Head(law="beta"))
+    assert r.verdict == "skip" and "Beta" in r.explanation, r
+    # without the gate, the same correct Beta head is flagged: the false alarm it prevents
+    monkeypatch.setattr(policy_head, "_known_non_gaussian", lambda dist: "")
+    assert _sampling(_Head(law="beta")).verdict == "fail"
