@@ -541,25 +541,28 @@ def _lqr_linear_section(runs: dict) -> tuple[list[str], list[str]]:
              "The full audits above use each target's default network, on which the "
              "in-expectation `@lqr` rows check only the samples whose GAE trace ends at their "
              "own step and the update-level `@lqr` rows skip. These runs use the targets with "
-             "a linear policy and critic (`hidden_sizes=()`, `net_arch=[]`), where every row "
-             "runs in full: `python tools/lqr_expectation_false_alarms.py --set linear --seeds "
+             "a linear policy and critic (`hidden_sizes=()`, `net_arch=[]`), on which every row "
+             "applies (`kl@lqr` skips the targets that declare no KL bound): `python tools/lqr_expectation_false_alarms.py --set linear --seeds "
              "100` and `python tools/lqr_update_false_alarms.py --seeds 100 --jsonl "
              f"docs/{LQR_RECORDS['update level']}` (both resume). A seed is a false alarm "
              "when any row failed.", "",
-             "| layer | target | seeds | seeds with a fail | 95% CI | verdicts |",
+             "| layer | target | seeds | seeds with a fail | 95% CI | verdicts per row |",
              "|---|---|---|---|---|---|"]
     fewest, fails = 10**9, 0
     for layer, by_target in runs.items():
         for t, seeds in sorted(by_target.items()):
             n = len(seeds)
             k = sum(any(v == "fail" for v in row.values()) for row in seeds.values())
-            counts: dict[str, int] = {}
+            counts: dict[str, dict[str, int]] = {}
             for row in seeds.values():
-                for v in row.values():
-                    counts[v] = counts.get(v, 0) + 1
+                for check, v in row.items():
+                    short = check.split(".", 1)[-1].removesuffix("@lqr")
+                    counts.setdefault(short, {})
+                    counts[short][v] = counts[short].get(v, 0) + 1
             fewest, fails = min(fewest, n), fails + k
-            lines.append(f"| {layer} | `{t}` | {n} | {k} | {_fmt_ci(k, n)} | "
-                         + ", ".join(f"{v} {c}" for v, c in sorted(counts.items())) + " |")
+            lines.append(f"| {layer} | `{t}` | {n} | {k} | {_fmt_ci(k, n)} | " + "; ".join(
+                f"{check}: " + ", ".join(f"{v} {c}" for v, c in sorted(vs.items()))
+                for check, vs in counts.items()) + " |")
     goal = [f"| zero false alarms over >= 100 seeds per affine-Gaussian target (exact `@lqr` "
             f"rows) | {fails} seed(s) with a fail; fewest seeds {fewest} | "
             f"{'yes' if fails == 0 and fewest >= 100 else 'no'} |"]

@@ -12,8 +12,10 @@ The three statistical checks of the tabular layers share the suite's false-posit
 ``alpha = 0.01``: each rejects at ``alpha / 3`` (Bonferroni, the first step of Holm), and a
 rejection becomes a FAIL only when a confirmation on independent trials rejects too
 (:func:`_expectation_checks`), so a correct target fails any of them with probability at most
-``3 (alpha / 3)^2``. Targets with continuous actions get a fourth, the action-sampling test of
-:mod:`pgtheory.oracles.policy_head`, at ``alpha / 3`` without confirmation.
+``3 (alpha / 3)^2``. Targets with continuous actions get three more on the LQR environment,
+the ``in_expectation.*@lqr`` rows (same rule, :func:`continuous_expectation_checks`), and the
+action-sampling test of :mod:`pgtheory.oracles.policy_head`, at ``alpha / 3`` without
+confirmation.
 """
 
 from __future__ import annotations
@@ -301,9 +303,10 @@ def _continuous_checks(target, cfg: SuiteConfig, hp: dict, algo: str,
                        planned: list[tuple[str, str | None]]) -> dict[str, CheckResult]:
     """The given-the-batch layer with a diagonal-Gaussian policy on the double integrator.
 
-    The tabular layers (in expectation, update level) need a categorical policy on a finite
-    MDP; on the LQR environment only the batch-level checks, which hold for any policy
-    distribution and any environment, are run.
+    These are the batch-level checks, which hold for any policy distribution and any
+    environment; the other ``@lqr`` rows (policy head, in expectation, update level) are run
+    by :func:`policy_head_checks`, :func:`continuous_expectation_checks` and
+    :func:`continuous_update_checks`.
     """
     names = [n for n, why in planned if n.endswith(LQR_SUFFIX) and why is None
              and n not in CONTINUOUS_TRAINING_CHECKS]
@@ -714,7 +717,7 @@ def _continuous_critic_run(target, cfg: SuiteConfig, hp: dict, model) -> CheckRe
     that the critic regresses on returns of one fixed policy and its exact fixed point does
     not move; the critic is read after every update in the windows of the tabular check (the
     last :data:`CRITIC_WINDOW` updates of the final fifth of the budget and of the fifth
-    before it) and judged by :func:`~pgtheory.oracles.update_continuous.check_critic`.
+    before it) and judged by :func:`~pgtheory.oracles.critic_continuous.check_critic`.
 
     Not applicable (skip): no critic, a critic that is not a quadratic polynomial of the state
     (an MLP), parameters shared by actor and critic (holding the policy would hold part of

@@ -66,8 +66,9 @@ AFFINE_RTOL = 1e-4
 #: Relative spread of the standard deviation across probe states above which it is state
 #: dependent.
 STD_RTOL = 1e-4
-#: Fall of J_T, relative to its scale, that fails update_level.improvement@lqr (see
-#: check_improvement for the measurement behind it).
+#: Fall of J_T, relative to its scale, that update_level.improvement@lqr names in its
+#: explanation (an INCONCLUSIVE reading, never a failure: see check_improvement for the
+#: measurement behind it).
 IMPROVEMENT_RTOL = 0.15
 #: Gap of the trained mean's exact return to the Riccati optimum's, relative to ``|J*|``, that
 #: counts as converged (check_convergence).

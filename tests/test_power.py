@@ -250,9 +250,10 @@ def test_scorecard_counts_the_exact_lqr_runs_per_target(tmp_path) -> None:
                                  "improvement": "pass", "convergence": "inconclusive",
                                  "critic": "inconclusive"}) + "\n")
     text = power.scorecard(power.Records(root), targets=[])
-    assert "| in-expectation | `ppo` | 100 | 1 | [0.000, 0.054] | fail 1, pass 299 |" in text
-    assert "| update level | `trpo` | 40 | 0 | [0.000, 0.088] | inconclusive 80, pass 80 |" \
-        in text
+    assert ("| in-expectation | `ppo` | 100 | 1 | [0.000, 0.054] | advantages: pass 100; "
+            "returns: fail 1, pass 99; policy_gradient: pass 100 |") in text
+    assert ("| update level | `trpo` | 40 | 0 | [0.000, 0.088] | kl: pass 40; improvement: "
+            "pass 40; convergence: inconclusive 40; critic: inconclusive 40 |") in text
     assert "`campaign:" not in text.split("## Continuous oracles where they are exact")[1]
     assert ("| zero false alarms over >= 100 seeds per affine-Gaussian target (exact `@lqr` "
             "rows) | 1 seed(s) with a fail; fewest seeds 40 | no |") in text

@@ -1,7 +1,8 @@
 """False alarms of the update-level LQR checks on correct implementations, over seeds.
 
 For each target (this project's PPO, TRPO, A2C and REINFORCE with linear layers,
-Stable-Baselines3 PPO and sb3-contrib TRPO with ``net_arch=[]``, 128-step buffers) and each
+Stable-Baselines3 PPO, A2C and sb3-contrib TRPO with ``net_arch=[]``, 128-step buffers for PPO
+and TRPO, A2C's own 5) and each
 seed, runs what the suite runs for ``update_level.kl@lqr`` (5 recorded iterations, 4 envs x
 16 steps), ``update_level.improvement@lqr`` and ``.convergence@lqr`` (a 9,600-step training
 run) and ``update_level.critic@lqr`` (a 9,600-step run with the policy held at the Riccati
@@ -21,23 +22,15 @@ import json
 import sys
 import time
 
-TARGETS = ("ppo", "trpo", "a2c", "reinforce", "sb3-ppo", "sb3-trpo")
+TARGETS = ("ppo", "trpo", "a2c", "reinforce", "sb3-ppo", "sb3-a2c", "sb3-trpo")
 ROWS = ("kl", "improvement", "convergence", "critic")
 
 
 def make(name: str):
-    if name.startswith("sb3-"):
-        from pgtheory.oracles.sb3 import SB3Target
+    """The target as the in-expectation script builds it (same linear configurations)."""
+    from lqr_expectation_false_alarms import linear_target  # tools/ is sys.path[0]
 
-        if name == "sb3-ppo":
-            from stable_baselines3 import PPO as cls
-        else:
-            from sb3_contrib import TRPO as cls
-        return SB3Target(lambda env: cls("MlpPolicy", env, n_steps=128, batch_size=32,
-                                         policy_kwargs=dict(net_arch=[]), verbose=0), name=name)
-    from pgtheory.implementations.targets import target
-
-    return target(name, hidden_sizes=())
+    return linear_target(name)
 
 
 def main(argv=None) -> int:
