@@ -542,8 +542,9 @@ def _lqr_linear_section(runs: dict) -> tuple[list[str], list[str]]:
              "in-expectation `@lqr` rows check only the samples whose GAE trace ends at their "
              "own step and the update-level `@lqr` rows skip. These runs use the targets with "
              "a linear policy and critic (`hidden_sizes=()`, `net_arch=[]`), on which every row "
-             "applies (`kl@lqr` skips the targets that declare no KL bound): `python tools/lqr_expectation_false_alarms.py --set linear --seeds "
-             "100` and `python tools/lqr_update_false_alarms.py --seeds 100 --jsonl "
+             "applies (`kl@lqr` skips the targets that declare no KL bound): `python "
+             "tools/lqr_expectation_false_alarms.py --set linear --seeds 100` and `python "
+             "tools/lqr_update_false_alarms.py --seeds 100 --jsonl "
              f"docs/{LQR_RECORDS['update level']}` (both resume). A seed is a false alarm "
              "when any row failed.", "",
              "| layer | target | seeds | seeds with a fail | 95% CI | verdicts per row |",
