@@ -787,7 +787,9 @@ def conjugate_gradient(matvec: Callable[[np.ndarray], np.ndarray], b, n_iters: i
     alpha_k p_k``, ``r_{k+1} = r_k - alpha_k A p_k``, ``p_{k+1} = r_{k+1} + (r_{k+1}^T r_{k+1} /
     r_k^T r_k) p_k``. Before each iteration it stops when ``r^T r < residual_tol`` (absolute,
     the rule of sb3-contrib's ``conjugate_gradient_solver``), when ``r^T r <= relative_tol *
-    r_0^T r_0``, or when ``r^T r = 0``. From ``x_0 = 0`` the k-th iterate is unique (the
+    r_0^T r_0``, or when ``r^T r = 0``; it stops early, unconverged, on a breakdown
+    ``p^T A p = 0`` (``A p = 0``, or a product that underflows in float32), where the next step
+    would divide by zero. From ``x_0 = 0`` the k-th iterate is unique (the
     minimizer of the A-norm error over the k-th Krylov space), so it can be compared exactly.
 
     Parameters
@@ -847,7 +849,12 @@ def conjugate_gradient(matvec: Callable[[np.ndarray], np.ndarray], b, n_iters: i
             return ConjugateGradientResult(x.astype(np.float64), k, float(rr), True,
                                            f"residual below tolerance after {k} iterations")
         Ap = mv(p)
-        alpha = rr / (p @ Ap)
+        pAp = p @ Ap
+        if pAp == 0.0:  # breakdown: A p = 0, or p^T A p underflowed (a subnormal residual)
+            return ConjugateGradientResult(
+                x.astype(np.float64), k, float(rr), False,
+                f"breakdown after {k} iterations: p^T A p = 0 at residual {float(rr):.3g}")
+        alpha = rr / pAp
         x = x + alpha * p
         r = r - alpha * Ap
         rr_new = r @ r

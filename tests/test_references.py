@@ -330,6 +330,18 @@ def test_cg_solves_in_n_iterations_and_stopping_rules():
     np.testing.assert_allclose(x32, ref.conjugate_gradient(A.__matmul__, b, 3).x, rtol=1e-3)
 
 
+def test_cg_stops_on_a_breakdown_instead_of_dividing_by_zero():
+    # A p = 0 (a direction in the null space), and a float32 residual so small that p^T A p
+    # underflows: both would divide by zero; the solver stops, unconverged, with the iterate
+    A = np.diag([1.0, 0.0])
+    res = ref.conjugate_gradient(A.__matmul__, np.array([0.0, 1.0]), 5)
+    assert not res.converged and res.n_iter == 0 and "breakdown" in res.message
+    assert np.all(res.x == 0)
+    tiny = np.full(4, 1e-19)  # r^T r = 4e-38 is a float32 number, A p = 1e-49 is not
+    res = ref.conjugate_gradient(lambda v: 1e-30 * v, tiny, 5, dtype=np.float32)
+    assert "breakdown" in res.message and np.all(np.isfinite(res.x))
+
+
 def test_line_search_accepts_the_first_feasible_improving_backtrack():
     # Schulman et al. (2015), App. C: the first c^k full_step with KL <= delta and improvement
     step = np.array([1.0, 0.0])
