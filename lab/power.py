@@ -647,8 +647,8 @@ def scorecard(records: Records, *, targets: list[str]) -> str:
     lines += ["", "Failures by check: " + ("none." if not per_check else "")]
     for (t, n), seeds in sorted(per_check.items()):
         lines.append(f"* `{t}` `{n}`: seeds {', '.join(map(str, sorted(seeds)))}")
-    lines += lqr_lines
     lines += _verdict_section(arecs, targets)
+    lines += lqr_lines
     commits = sorted({r["commit"] for r in arecs} | {r["commit"] for r in mrecs.values()})
     if idle:
         lines += ["", "## Audit time", "",
