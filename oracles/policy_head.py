@@ -71,12 +71,14 @@ def _flat_samples(rollouts: list[Rollout]) -> tuple[np.ndarray, np.ndarray]:
     return obs, act
 
 
-def _gaussian(agent, obs: np.ndarray):
-    """(mean, std) as float64 arrays (B, m), or None when the head exposes neither."""
+def _gaussian(agent, obs: np.ndarray, dist=None):
+    """(mean, std) as float64 arrays (B, m), or None when the head exposes neither; ``dist``:
+    ``agent.distribution(obs)`` when the caller has already built it."""
     import torch
 
     with torch.no_grad():
-        dist = agent.distribution(torch.as_tensor(obs, dtype=torch.float32))
+        if dist is None:
+            dist = agent.distribution(torch.as_tensor(obs, dtype=torch.float32))
         try:
             mean, std = dist.mean, dist.stddev
         except (AttributeError, NotImplementedError):
@@ -123,9 +125,9 @@ def check_action_sampling(agent, rollouts: list[Rollout], parameters: dict, *, a
     obs, act = _flat_samples(rollouts)
     with parameters_set(agent, parameters):
         with torch.no_grad():
-            law = _known_non_gaussian(agent.distribution(torch.as_tensor(obs,
-                                                                         dtype=torch.float32)))
-        ms = None if law else _gaussian(agent, obs)
+            dist = agent.distribution(torch.as_tensor(obs, dtype=torch.float32))
+        law = _known_non_gaussian(dist)
+        ms = None if law else _gaussian(agent, obs, dist)
     if law:
         return CheckResult(name, LAYER, "skip", "a Gaussian head", law,
                            f"the policy distribution is a {law}, whose mean and stddev do not "
