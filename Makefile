@@ -26,10 +26,12 @@ demo: $(STAMP)
 
 # import-linter contracts of importlinter.ini, checked on the installed layout by
 # tools/lint_imports.py (the package-dir mapping hides the subpackages from plain lint-imports)
+# the suite runs on one pytest-xdist worker per core, each torch process on one thread
+# (small networks: faster, and the workers do not oversubscribe the cores)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) tools/lint_imports.py
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto
 
 # statistical false-positive measurements, deselected by default (pyproject addopts)
 slow: $(STAMP)
