@@ -4,7 +4,8 @@
 
 * ``run.json``: algorithm, environment, seed, sizes, the full configuration, versions;
 * ``progress.csv``: one row per iteration (env steps, wall time, steps per second, recent
-  training-episode return and length, the update's statistics);
+  training-episode return and length, the update's statistics, and for a Gaussian head
+  ``log_std_sum``, its log standard deviations summed over the action dimensions);
 * ``tb/``: the same scalars as TensorBoard events (``tensorboard --logdir DIR/tb``);
 * ``checkpoint.pt``: written atomically after *every* iteration (networks, optimizers,
   normalization statistics, RNG states, counters), so a killed run loses at most the
@@ -382,6 +383,9 @@ def train(algorithm: str | None, env_id: str | None, *, total_steps: int | None 
             iteration = agent.iterate()
             stats = dict(agent.stats)
             stats["nonfinite_steps"] = agent.nonfinite_steps
+            log_std = getattr(agent.actor, "log_std", None)  # a Gaussian head's, after the update
+            if isinstance(log_std, torch.Tensor):
+                stats["log_std_sum"] = round(float(log_std.detach().sum()), 4)
             if any(not np.isfinite(v) for k, v in stats.items() if k.endswith("loss")):
                 raise TrainingDivergedError(
                     f"iteration {agent.iterations}: non-finite loss {stats}; stopped, the "

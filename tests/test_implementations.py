@@ -302,6 +302,12 @@ def test_smoke_train_4096_steps(algo: str, env_id: str, tmp_path) -> None:
     rows = _rows(tmp_path)
     assert [int(r["iteration"]) for r in rows] == [1, 2]
     assert all(np.isfinite(float(r["return_mean"])) for r in rows)
+    # the Gaussian head's spread is logged (Hopper's 3 actions, log_std_init 0: a sum near 0
+    # after two small updates); a categorical head has none
+    if env_id == "Hopper-v5":
+        assert [abs(float(r["log_std_sum"])) < 0.5 for r in rows] == [True, True], rows
+    else:
+        assert "log_std_sum" not in rows[0]
     for name in ("checkpoint.pt", "model.pt", "evaluation.json", "learning_curve.png",
                  "run.json"):
         assert (tmp_path / name).exists(), name

@@ -92,6 +92,16 @@ def test_scorecard_kill_rates_per_layer_and_class(tmp_path) -> None:
     assert "| `truncation_as_termination` | ppo | truncation | yes | components: gae; " \
            "given_the_batch: advantages |" in matrix
     assert "* `policy_loss_doubled`: with gradient clipping off" in matrix
+    # the generated pages date their records; commit hashes stay in the records
+    assert "obtained on 2026-11-22" in matrix and "abc1234" not in matrix
+    assert "Records obtained on 2026-11-22" in text and "abc1234" not in text
+
+
+def test_date_span_of_records() -> None:
+    assert power._date_span([{"date": "2026-11-30"}, {"date": "2026-11-22"}, {}]) == \
+        "from 2026-11-22 to 2026-11-30"
+    assert power._date_span([{"date": "2026-11-22"}]) == "on 2026-11-22"
+    assert power._date_span([{"commit": "x"}]) == "at unrecorded dates"
 
 
 def test_kill_matrix_rows_in_catalogue_order(tmp_path) -> None:

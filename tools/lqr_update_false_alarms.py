@@ -11,7 +11,9 @@ Usage: ``python tools/lqr_update_false_alarms.py [--seeds N] [--first-seed S]
 [--targets ppo,trpo,...] [--jsonl FILE] [--train-steps N]`` or ``[--campaign
 sb3-ppo,ppo,...] [--seeds N] [--first-seed S]``;
 prints one line per target and exits 1 when any correct target got a FAIL. With ``--jsonl``, a
-(target, seed) already in the file is counted from it, not rerun, so the script resumes.
+(target, seed) already in the file is counted from it, not rerun, so the script resumes; the
+file is read again before each run, so processes given the same targets in different orders
+share the work (``--targets a2c,reinforce`` in one, ``reinforce,a2c`` in another).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def main(argv=None) -> int:
         counts = {row: collections.Counter() for row in ROWS}
         t0 = time.time()
         for seed in range(a.first_seed, a.first_seed + a.seeds):
+            if a.jsonl and (name, seed) not in done:  # another process may have run it since
+                done = _recorded(a.jsonl)
             if (name, seed) in done:
                 for row in ROWS:
                     counts[row][done[name, seed][row]] += 1

@@ -16,10 +16,13 @@ critic); ``target_kl=0.04`` for HalfCheetah as the zoo has it.
 
 The run directory gets what ``pgtheory train`` writes and ``mujoco_returns.py`` reads:
 ``progress.csv`` (one row per iteration: ``env_steps``, ``time_s``, ``return_mean`` over the
-last 100 training episodes of raw reward), ``evaluation.json`` (10 deterministic episodes,
-observation statistics frozen, raw rewards; seeds ``seed + 100000 + i``), ``run.json``. Every
-``--checkpoint-every`` iterations it saves the model, the ``VecNormalize`` statistics and the
-episode window; ``--resume`` continues from there (the random streams restart from new seeds,
+last 100 training episodes of raw reward, ``log_std_sum``: the policy's log standard
+deviations summed over the action dimensions, before the update), ``evaluation.json`` (10
+deterministic episodes, observation statistics frozen, raw rewards; seeds
+``seed + 100000 + i``), ``run.json``. Every ``--checkpoint-every`` iterations it saves, after
+the update, the model, the ``VecNormalize`` statistics (or, with ``--normalize gymnasium``,
+each environment's wrapper statistics) and the episode window; ``--resume`` continues from
+there, dropping rows logged after the checkpoint (the random streams restart from new seeds,
 so a resumed run is not bit-identical to an uninterrupted one).
 """
 
@@ -37,7 +40,32 @@ ZOO = {"n_steps": 1024, "batch_size": 128, "gamma": 0.99, "gae_lambda": 0.95,
        "sub_sampling_factor": 1, "cg_max_steps": 25, "cg_damping": 0.1,
        "n_critic_updates": 20, "learning_rate": 1e-3}
 N_ENVS = 2
-FIELDS = ["iteration", "env_steps", "time_s", "sps", "episodes", "return_mean", "length_mean"]
+FIELDS = ["iteration", "env_steps", "time_s", "sps", "episodes", "return_mean", "length_mean",
+          "log_std_sum"]
+NORM_STATS = "checkpoint_gymnasium_normalizers.pkl"
+
+
+def _wrapper(env, cls):
+    while env is not None and not isinstance(env, cls):
+        env = getattr(env, "env", None)
+    return env
+
+
+def _gymnasium_stats(venv, path: Path, restore: bool = False) -> None:
+    """Save (or restore) each environment's NormalizeObservation and NormalizeReward state."""
+    import pickle
+
+    import gymnasium as gym
+
+    pairs = [(_wrapper(e, gym.wrappers.NormalizeObservation),
+              _wrapper(e, gym.wrappers.NormalizeReward)) for e in venv.envs]
+    if not restore:
+        path.write_bytes(pickle.dumps([(o.obs_rms, r.return_rms, r.discounted_reward)
+                                       for o, r in pairs]))
+        return
+    for (o, r), (obs_rms, ret_rms, disc) in zip(pairs, pickle.loads(path.read_bytes()),
+                                                strict=True):
+        o.obs_rms, r.return_rms, r.discounted_reward = obs_rms, ret_rms, disc
 
 
 def _gymnasium_normalizers(env):
@@ -96,15 +124,18 @@ def main() -> int:
             return 2
         meta = json.loads((run / "run.json").read_text())
         state = json.loads(state_path.read_text())
-        if meta["normalize"] == "gymnasium":
-            print("sb3_trpo_run: error: expected a --normalize vecnormalize run to resume, "
-                  "received a gymnasium-wrapper ablation (its statistics are not saved)",
-                  file=sys.stderr)
-            return 2
         env = _make(meta["env"], meta["seed"] + 7919 * state["iteration"],
                     run / "checkpoint_vecnormalize.pkl", meta["normalize"])
+        if meta["normalize"] == "gymnasium":
+            _gymnasium_stats(env, run / NORM_STATS, restore=True)
         model = TRPO.load(str(run / "checkpoint_model.zip"), env=env, device=args.device)
         model.set_random_seed(meta["seed"] + 7919 * state["iteration"])
+        # rows logged after the checkpoint are logged again by the resumed run
+        with (run / "progress.csv").open(newline="") as f:
+            rows = list(csv.reader(f))
+        with (run / "progress.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([rows[0]] + [r for r in rows[1:]
+                                                 if int(r[0]) <= state["iteration"]])
     else:
         run.mkdir(parents=True, exist_ok=True)
         hp = dict(ZOO, target_kl=0.04 if args.env.startswith("HalfCheetah") else 0.01)
@@ -129,6 +160,8 @@ def main() -> int:
         model.save(str(run / "checkpoint_model.zip"))
         if meta["normalize"] != "gymnasium":
             model.get_env().save(str(run / "checkpoint_vecnormalize.pkl"))
+        else:
+            _gymnasium_stats(model.get_env(), run / NORM_STATS)
         state.update(time_s=time.time() - start, returns=list(returns), lengths=list(lengths))
         state_path.write_text(json.dumps(state))
 
@@ -149,10 +182,15 @@ def main() -> int:
             row = [state["iteration"], self.num_timesteps, round(t, 3),
                    round(self.num_timesteps / max(t, 1e-9), 1), state["episodes"],
                    sum(returns) / len(returns) if returns else float("nan"),
-                   sum(lengths) / len(lengths) if lengths else float("nan")]
+                   sum(lengths) / len(lengths) if lengths else float("nan"),
+                   round(float(self.model.policy.log_std.detach().sum()), 4)]
             with (run / "progress.csv").open("a", newline="") as f:
                 csv.writer(f).writerow(row)
-            if state["iteration"] % args.checkpoint_every == 0:
+
+        def _on_rollout_start(self) -> None:
+            # after the previous rollout's update (saving at the rollout's end would checkpoint
+            # the model before its update, and a resumed run would skip that update)
+            if state["iteration"] and state["iteration"] % args.checkpoint_every == 0:
                 save()
 
     remaining = total - model.num_timesteps
