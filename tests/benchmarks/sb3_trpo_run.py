@@ -45,20 +45,15 @@ FIELDS = ["iteration", "env_steps", "time_s", "sps", "episodes", "return_mean", 
 NORM_STATS = "checkpoint_gymnasium_normalizers.pkl"
 
 
-def _wrapper(env, cls):
-    while env is not None and not isinstance(env, cls):
-        env = getattr(env, "env", None)
-    return env
-
-
 def _gymnasium_stats(venv, path: Path, restore: bool = False) -> None:
     """Save (or restore) each environment's NormalizeObservation and NormalizeReward state."""
     import pickle
 
     import gymnasium as gym
+    from pgtheory.implementations.common import find_wrapper
 
-    pairs = [(_wrapper(e, gym.wrappers.NormalizeObservation),
-              _wrapper(e, gym.wrappers.NormalizeReward)) for e in venv.envs]
+    pairs = [(find_wrapper(e, gym.wrappers.NormalizeObservation),
+              find_wrapper(e, gym.wrappers.NormalizeReward)) for e in venv.envs]
     if not restore:
         path.write_bytes(pickle.dumps([(o.obs_rms, r.return_rms, r.discounted_reward)
                                        for o, r in pairs]))
@@ -202,10 +197,9 @@ def main() -> int:
 
     venv = model.get_env()
     if meta["normalize"] == "gymnasium":
-        norm = venv.envs[0]
-        while not isinstance(norm, gym.wrappers.NormalizeObservation):
-            norm = norm.env
-        rms = norm.obs_rms
+        from pgtheory.implementations.common import find_wrapper
+
+        rms = find_wrapper(venv.envs[0], gym.wrappers.NormalizeObservation).obs_rms
 
         def normalize_obs(o):
             return (o - rms.mean) / np.sqrt(rms.var + 1e-8)
